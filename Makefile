@@ -1,0 +1,36 @@
+# Two commands for a newcomer:
+#   make demo   set up (.venv, torch 2.13.0 CPU first, the package) and run the main job -> outputs/
+#   make test   set up the same way (idempotent) and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fisherattr-installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and explicitly, so that no resolver pulls a CUDA build
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/fisherattr explain --out outputs
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+bench: setup
+	$(BIN)/python benchmarks/bench_methods.py
+
+clean:
+	rm -rf $(VENV) outputs

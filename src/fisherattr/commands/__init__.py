@@ -1,0 +1,1 @@
+"""Sub-commands of the ``fisherattr`` command line, one module each."""

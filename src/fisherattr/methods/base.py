@@ -1,0 +1,148 @@
+"""The method contract shared by every attribution method.
+
+A method is built with the classifier and options, then called as
+``attribute(images, target=None) -> Tensor[B, C, H, W]`` (``[B, 1, H, W]`` for
+methods defined per pixel). Images are float tensors in [0, 1]; the classifier
+owns its normalisation. Input checks, target resolution, device handling,
+seeding and the copy of the caller's tensor live here, once.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from ..errors import InputError, UsageError
+
+Target = Union[None, int, Sequence[int], torch.Tensor]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU if it has none)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def check_images(images: torch.Tensor, channels: Optional[int] = 3, tol: float = 1e-4) -> None:
+    """Raise :class:`InputError` unless ``images`` is a finite float ``[B,C,H,W]`` in [0,1]."""
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4:
+        raise InputError(f"images must have shape [B,C,H,W]; got rank {images.dim()} shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise InputError(f"images must be a float tensor in [0,1]; got dtype {images.dtype}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise InputError(f"images must be non-empty; got shape {tuple(images.shape)}")
+    if channels is not None and images.shape[1] != channels:
+        raise InputError(f"images must have {channels} channels; got {images.shape[1]}")
+    if not torch.isfinite(images).all():
+        raise InputError("images contain NaN or infinite values")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -tol or hi > 1 + tol:
+        raise InputError(f"images must be in [0,1] (pixel space); got values in [{lo:.3g}, {hi:.3g}]")
+
+
+def resolve_target(logits: torch.Tensor, target: Target) -> torch.Tensor:
+    """Turn ``target`` (None = top-1, int, sequence or [B] tensor) into a long ``[B]`` tensor."""
+    b, k = logits.shape[0], logits.shape[1]
+    if target is None:
+        return logits.argmax(dim=1)
+    if isinstance(target, bool):
+        raise InputError(f"target must be an int class index, got {target!r}")
+    if isinstance(target, int):
+        t = torch.full((b,), target, dtype=torch.long, device=logits.device)
+    else:
+        t = torch.as_tensor(target, device=logits.device)
+        if t.is_floating_point():
+            raise InputError("target must hold integer class indices")
+        t = t.long().reshape(-1)
+        if t.numel() == 1 and b > 1:
+            t = t.expand(b).clone()
+        if t.numel() != b:
+            raise InputError(f"target has {t.numel()} entries for a batch of {b} images")
+    if (t < 0).any() or (t >= k).any():
+        bad = t[(t < 0) | (t >= k)][0].item()
+        raise InputError(f"target {bad} is outside the model's classes 0..{k - 1}")
+    return t
+
+
+def check_logits(out: torch.Tensor, batch: int) -> None:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != batch:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"the model must return logits of shape [B, classes] = [{batch}, K]; got {shape}")
+
+
+class AttributionMethod(ABC):
+    """Base class: validation, target, device and seed handling around ``_attribute``.
+
+    Subclasses implement ``_attribute(images, target) -> Tensor`` where
+    ``images`` is a private copy on the model's device and ``target`` a long
+    ``[B]`` tensor. Randomness must come from :meth:`generator` (or
+    :meth:`generators` for one stream per image, which makes batched results
+    equal to single-image results).
+
+    Example:
+        >>> class Ones(AttributionMethod):
+        ...     def _attribute(self, images, target):
+        ...         return torch.ones_like(images)
+    """
+
+    method_name: str = "base"
+    #: True when the method's map is defined per pixel ([B,1,H,W]).
+    per_pixel: bool = False
+
+    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: int = 16,
+                 progress: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if int(internal_batch_size) < 1:
+            raise UsageError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+        self.model = model
+        self.seed = int(seed)
+        self.internal_batch_size = int(internal_batch_size)
+        self.progress = bool(progress)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def device(self) -> torch.device:
+        return model_device(self.model)
+
+    def options(self) -> dict:
+        """Public options of this instance (for summaries)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "model"
+                and isinstance(v, (int, float, str, bool, type(None), list, tuple))}
+
+    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Attribution for ``images`` ([B,3,H,W] in [0,1]) towards ``target`` (None = top-1)."""
+        check_images(images, channels=getattr(self.model, "in_channels", 3))
+        x = images.detach().to(self.device, dtype=torch.float32).clone().clamp_(0, 1)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(x)
+            check_logits(logits, x.shape[0])
+            t = resolve_target(logits, target)
+            out = self._attribute(x, t)
+        finally:
+            self.model.train(was_training)
+        return out.detach()
+
+    # --------------------------------------------------------------- helpers
+    def generator(self, device: Optional[torch.device] = None, offset: int = 0) -> torch.Generator:
+        g = torch.Generator(device=device or self.device)
+        g.manual_seed(self.seed + offset)
+        return g
+
+    def generators(self, n: int, device: Optional[torch.device] = None) -> List[torch.Generator]:
+        """One identically seeded stream per image: image i of a batch sees what it would alone."""
+        return [self.generator(device) for _ in range(n)]
+
+    @abstractmethod
+    def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The method itself: ``images`` is a private copy on the model's device."""
