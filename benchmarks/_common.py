@@ -1,0 +1,44 @@
+"""Shared benchmark helpers: the reference run every benchmark prints ratios against.
+
+The reference is Captum's Integrated Gradients with 200 steps (black baseline,
+internal batch 50) on the same image, in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+import fisherattr
+
+
+def timed(fn: Callable[[], object]) -> Tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def ig200_seconds(model: torch.nn.Module, x: torch.Tensor, target: int) -> float:
+    """Wall time of Captum IG-200 on ``x`` (the reference)."""
+    from captum.attr import IntegratedGradients
+
+    seconds, _ = timed(lambda: IntegratedGradients(model).attribute(
+        x, target=target, n_steps=200, internal_batch_size=50))
+    return seconds
+
+
+def default_setup(argv: List[str] | None = None, **extra: Dict) -> Tuple[argparse.Namespace, torch.nn.Module, Dict[str, torch.Tensor]]:
+    """Parse ``--images``/``--model``/``--threads`` and load the model and images."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--images", default=",".join(fisherattr.data.DEFAULT_SAMPLES))
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--threads", type=int, default=2)
+    for k, v in extra.items():
+        p.add_argument(f"--{k}", **v)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = fisherattr.load_classifier(args.model)
+    images = {n: fisherattr.load_image(n) for n in args.images.split(",")}
+    return args, model, images
