@@ -6,7 +6,7 @@ pixels plus the four corners, fill the rest by linear interpolation with
 their hull; ``"gaussian"``: PIL Gaussian blur of radius 20, IDGI's preset).
 For each threshold (fraction of pixels kept) the *bokeh* image is the
 reference with the top-ranked pixels (channel-summed map, ties by index)
-restored. Each bokeh image gets
+restored (``reference`` may also be a callable ``[H,W,3] -> [H,W,3]``). Each bokeh image gets
 
 - an information level: ``"entropy"`` = lossless WebP size, normalised between
   the reference (0) and the original (1), clipped to [0,1]; or ``"msssim"`` =
@@ -182,7 +182,7 @@ class PICResult:
 
 
 def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
-        reference: str = "interp", information: Union[str, InfoFn] = "entropy",
+        reference: Union[str, Callable[[np.ndarray], np.ndarray]] = "interp", information: Union[str, InfoFn] = "entropy",
         thresholds: Sequence[float] = THRESHOLDS, min_confidence: float = 0.8, n_points: int = 1000,
         batch_size: int = 64, seed: int = 0) -> PICResult:
     """AIC and SIC for a batch of images.
@@ -191,7 +191,7 @@ def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, targ
         >>> r = pic(model, images, maps)              # doctest: +SKIP
         >>> r.sic_auc, r.aic_auc, r.skips()           # doctest: +SKIP
     """
-    if reference not in REFERENCES:
+    if not callable(reference) and reference not in REFERENCES:
         raise UsageError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     if not callable(information) and information not in INFORMATION:
         raise UsageError(f"information must be one of {', '.join(INFORMATION)} or a callable, got {information!r}")
@@ -211,7 +211,10 @@ def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, targ
     maps = pixel_map(attr, "sum").reshape(b, -1)
     for i in range(b):
         orig = images[i].permute(1, 2, 0).double().numpy()
-        ref = interpolated_reference(orig, seed=seed + i) if reference == "interp" else gaussian_reference(orig)
+        if callable(reference):
+            ref = np.asarray(reference(orig), dtype=np.float64)
+        else:
+            ref = interpolated_reference(orig, seed=seed + i) if reference == "interp" else gaussian_reference(orig)
         order = rank_desc(maps[i])
         bokeh = []
         for th in ths:
