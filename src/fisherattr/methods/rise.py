@@ -48,7 +48,7 @@ class RiseMasks:
         h, w = self.size
         out = [big[i, :, int(sy):int(sy) + h, int(sx):int(sx) + w]
                for i, (sy, sx) in enumerate(zip(self.shift_y[start:stop], self.shift_x[start:stop]))]
-        return torch.stack(out)
+        return torch.stack(out).clamp_(0, 1)
 
 
 @register("rise")
