@@ -1,5 +1,6 @@
 """Score-model backends behind one interface (:class:`ScoreModel`)."""
 from .base import ScoreModel
+from .diffusers_backend import DiffusersVE, DiffusersVP, load_score_model
 from .gaussian import DiagonalGaussian, GaussianPrior
 
-__all__ = ["ScoreModel", "DiagonalGaussian", "GaussianPrior"]
+__all__ = ["ScoreModel", "DiagonalGaussian", "DiffusersVE", "DiffusersVP", "GaussianPrior", "load_score_model"]
