@@ -8,6 +8,8 @@ Layout (read by the folder loader of the evaluation code)::
 
 ``<i>`` is the image's index in its split, zero-padded to six digits, so the
 files are the same images :func:`fisherattr.data.synthetic.load_samples` returns.
+``--images-only`` leaves out the sidecars (for tools that read every image in a
+folder, e.g. ``fisherattr train-denoiser --data DIR``).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ HELP = "Write N procedural images with exact object masks and boxes (class folde
 
 
 def write_synthetic(out: str | Path, n: int, size: int = 64, seed: int = 0, split: str = "test",
-                    classes: int = 8, progress: bool = False) -> Path:
+                    classes: int = 8, progress: bool = False, images_only: bool = False) -> Path:
     """Write images ``0..n-1`` of ``split`` to ``out`` (see the module docstring); returns ``out``.
 
     Example:
@@ -47,6 +49,8 @@ def write_synthetic(out: str | Path, n: int, size: int = 64, seed: int = 0, spli
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{i:06d}"
         Image.fromarray(s.compose()).save(folder / f"{stem}.png")
+        if images_only:
+            continue
         Image.fromarray(s.mask.astype(np.uint8) * 255).save(folder / f"{stem}.mask.png")
         (folder / f"{stem}.boxes.json").write_text(json.dumps([list(s.box)]))
     return out
@@ -59,9 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     p.add_argument("--classes", type=int, default=8, help="number of classes, 6..10 (default 8)")
+    p.add_argument("--images-only", action="store_true", help="write the images without mask/box sidecars")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = write_synthetic(args.out, args.n, args.size, args.seed, args.split, args.classes, progress=args.n > 500)
+    out = write_synthetic(args.out, args.n, args.size, args.seed, args.split, args.classes,
+                          progress=args.n > 500, images_only=args.images_only)
     print(f"wrote {args.n} images to {out}")
     return 0
