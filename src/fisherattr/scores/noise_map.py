@@ -124,7 +124,7 @@ class DenoiserConfig:
     """Architecture and pre-conditioning of a :class:`NoiseMapDenoiser` (saved as JSON)."""
 
     channels: int = 3
-    width: int = 32
+    width: int = 24
     data_var: float = 0.25
     log_snr_range: Tuple[float, float] = DEFAULT_LOG_SNR_RANGE
     training: Dict = field(default_factory=dict)
@@ -331,12 +331,12 @@ def noise_images(x: torch.Tensor, lam: torch.Tensor, eps: torch.Tensor) -> torch
 class TrainConfig:
     """Options of :func:`train_noise_map_denoiser` (defaults: the shipped photo denoiser)."""
 
-    size: int = 64
-    steps: int = 1500
-    batch: int = 16
+    size: int = 48
+    steps: int = 2000
+    batch: int = 12
     lr: float = 2e-3
     seed: int = 0
-    width: int = 32
+    width: int = 24
     ema: float = 0.995
     checkpoint_every: int = 200
     log_snr_range: Tuple[float, float] = DEFAULT_LOG_SNR_RANGE
@@ -348,14 +348,15 @@ def _checkpoint_path(out_dir: Path) -> Path:
 
 def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str, os.PathLike],
                              config: Optional[TrainConfig] = None, resume: bool = False,
-                             progress: bool = True, data_name: str = "", device: str = "cpu"
-                             ) -> NoiseMapDenoiser:
+                             progress: bool = True, data_name: str = "", device: str = "cpu",
+                             stop_after: Optional[int] = None) -> NoiseMapDenoiser:
     """Train a :class:`NoiseMapDenoiser` on ``photos`` and save it (EMA weights) to ``out_dir``.
 
     A checkpoint (``checkpoint.pt``: weights, EMA, optimiser, step, RNG state;
     plain tensors, loaded with ``weights_only=True``) is written every
     ``checkpoint_every`` steps; ``resume=True`` continues from it and gives the
-    same result as an uninterrupted run.
+    same result as an uninterrupted run. ``stop_after`` ends this run after that
+    many total steps (checkpoint written, nothing else saved; for time-sliced runs).
 
     Example:
         >>> photos = [torch.rand(3, 40, 40) * 2 - 1]
@@ -379,7 +380,9 @@ def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str,
     out.mkdir(parents=True, exist_ok=True)
     channels = int(photos[0].shape[0])
     den_cfg = DenoiserConfig(channels=channels, width=cfg.width, log_snr_range=tuple(cfg.log_snr_range))
-    model = NoiseMapDenoiser(den_cfg).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG left untouched
+        torch.manual_seed(cfg.seed)
+        model = NoiseMapDenoiser(den_cfg).to(device)
     ema = NoiseMapDenoiser(den_cfg).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -430,8 +433,11 @@ def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str,
         losses.append(float(loss.detach()))
         if progress:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or step + 1 == stop_after:
             save_checkpoint(step + 1)
+        if stop_after is not None and step + 1 >= stop_after and step + 1 < cfg.steps:
+            bar.close()
+            return ema.eval()
     bar.close()
     ema.config.training = {
         "data": data_name, "size": cfg.size, "steps": cfg.steps, "batch": cfg.batch, "lr": cfg.lr,
