@@ -167,9 +167,9 @@ def _sens(ctx: MetricContext) -> Outcome:
     from .sensitivity import default_sizes, sensitivity_n
 
     units = ctx.attribution[0].numel()
-    ns = default_sizes(units, ctx.opt("sensitivity_n", "points", 8))
+    ns = default_sizes(units, ctx.opt("sensitivity_n", "points", 6))
     r = sensitivity_n(ctx.model, ctx.image, ctx.attribution, ctx.target, ns=ns,
-                      n_subsets=ctx.opt("sensitivity_n", "n_subsets", 32), batch_size=ctx.batch_size,
+                      n_subsets=ctx.opt("sensitivity_n", "n_subsets", 24), batch_size=ctx.batch_size,
                       seed=ctx.seed)
     c = r.correlations[0]
     finite = c[torch.isfinite(c)]
@@ -219,7 +219,7 @@ def _random(ctx: MetricContext) -> Outcome:
     if ctx.make_method is None:
         return Outcome(skip="no method factory")
     r = cascading_randomisation(ctx.make_method, ctx.model, ctx.image, ctx.attribution, ctx.target,
-                                steps=ctx.opt("randomisation", "steps", 6), seed=ctx.seed)
+                                steps=ctx.opt("randomisation", "steps", 4), seed=ctx.seed)
     return Outcome(values={"ssim": _f(r.ssim[0].mean()), "spearman": _f(r.spearman[0].nanmean())},
                    curves={"layers": r.layers, "ssim": r.ssim[0].tolist(), "spearman": r.spearman[0].tolist(),
                            "logit_change": r.logit_change})

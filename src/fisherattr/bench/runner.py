@@ -1,0 +1,280 @@
+"""Run attribution methods x metrics over a data set, resumably (see :mod:`fisherattr.bench.store`).
+
+One pass over ``(sample, method)`` pairs: the attribution is loaded from the
+cache or computed and saved, then every metric not yet recorded is computed
+and its result appended. Mosaics (for the grid pointing game) get one
+attribution per cell, towards that cell's class. One tqdm bar counts
+attributions and metric results. At the end :func:`fisherattr.bench.results.build_results`
+writes ``results.json`` and :func:`fisherattr.bench.report.render` the rest.
+
+Example:
+    >>> cfg = EvalConfig(model="efficientnet_lite0", methods=["saliency"], data="samples", out="ev")  # doctest: +SKIP
+    >>> Evaluation(cfg).run()                                                                        # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..data.dataset import Sample
+from ..data.mosaics import MosaicSample, build_mosaics
+from ..data.sources import load_data, parse_spec
+from ..errors import UsageError
+from ..metrics.suite import (LOCALISATION, NO_ANNOTATION, PRESET_METRICS, MetricContext, Outcome, get_metric,
+                             list_metrics)
+from .store import ResultStore
+
+TARGET_RULES = ("auto", "top1", "label")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run (the ``fisherattr evaluate`` options)."""
+
+    methods: List[str]
+    out: str
+    model: Union[str, nn.Module, None] = None
+    data: str = "samples"
+    metrics: Optional[List[str]] = None
+    preset: Optional[str] = None
+    limit: Optional[int] = None
+    seed: int = 0
+    batch_size: int = 64
+    target: str = "auto"
+    size: Optional[int] = None
+    mosaics: Optional[int] = None          # None = automatic, 0 = none
+    mosaic_threshold: float = 0.5
+    method_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    metric_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    device: Optional[str] = None
+    progress: bool = True
+
+
+def import_plugins(modules: List[str]) -> None:
+    """Import user modules that register methods or metrics (``--import``)."""
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise UsageError(f"--import {m}: cannot import ({e})") from None
+
+
+def resolve_metrics(requested: Optional[List[str]], preset: Optional[str], samples: List[Sample]) -> List[str]:
+    """The metric names to run: explicit ones, the preset's set, or the defaults for this data.
+
+    Defaults: every metric that needs no annotation, the grid pointing game (on
+    mosaics), and the localisation metrics the data's annotations allow.
+    """
+    has_mask = any(s.mask is not None for s in samples)
+    has_boxes = any(bool(s.boxes) for s in samples)
+
+    def available(name: str) -> bool:
+        needs = get_metric(name).needs
+        return {"region": has_mask or has_boxes, "mask": has_mask, "boxes": has_boxes}.get(needs, True)
+
+    if requested:
+        names = [get_metric(n).name for n in requested]
+    elif preset:
+        names = [n for n in PRESET_METRICS[preset] if available(n)]
+    else:
+        names = list(NO_ANNOTATION) + ["grid_pointing"] + [n for n in LOCALISATION if available(n)]
+    order = {n: i for i, n in enumerate(list_metrics())}
+    if "mnim" in names:  # box/seg ratios reuse MNIM's N: compute it first
+        names.sort(key=lambda n: (n != "mnim", order.get(n, 99)))
+    return list(dict.fromkeys(names))
+
+
+def _default_model(data: str) -> str:
+    kind, _, _ = parse_spec(data)
+    if kind == "synthetic":
+        try:
+            from ..data.synthetic import default_classifier_path
+
+            p = default_classifier_path()
+            if p.exists():
+                return str(p)
+        except ImportError:
+            pass
+    return "efficientnet_lite0"
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"
+
+
+class Evaluation:
+    """One evaluation run over ``config``; :meth:`run` returns the number of failures."""
+
+    def __init__(self, config: EvalConfig) -> None:
+        from ..methods.registry import canonical_name
+        from ..models import as_classifier, load_classifier
+
+        self.cfg = config
+        if config.preset is not None and config.preset not in PRESET_METRICS:
+            raise UsageError(f"unknown --preset {config.preset!r}; choose one of {', '.join(PRESET_METRICS)}")
+        if config.target not in TARGET_RULES:
+            raise UsageError(f"--target must be one of {', '.join(TARGET_RULES)}, got {config.target!r}")
+        if int(config.batch_size) < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {config.batch_size}")
+        self.methods = list(dict.fromkeys(canonical_name(m) for m in config.methods))
+        if not self.methods:
+            raise UsageError("--methods: no method given")
+        self.model_name = config.model if isinstance(config.model, str) else None
+        if isinstance(config.model, nn.Module):
+            self.model = as_classifier(config.model)
+        else:
+            self.model_name = config.model or _default_model(config.data)
+            self.model = load_classifier(self.model_name)
+        if config.device:
+            self.model = self.model.to(torch.device(config.device))
+        self.model.eval()
+        size = config.size or (self.model.input_size[0] if getattr(self.model, "input_size", None) else 224)
+        self.size = int(size)
+        self.samples = load_data(config.data, size=self.size, limit=config.limit, seed=config.seed)
+        self.metrics = resolve_metrics(config.metrics, config.preset, self.samples)
+        self.mosaics: List[MosaicSample] = []
+        if "grid_pointing" in self.metrics and config.mosaics != 0:
+            self.mosaics = build_mosaics(self.model, self.samples, n=config.mosaics, seed=config.seed,
+                                         threshold=config.mosaic_threshold)
+        if not self.mosaics and not config.metrics:  # not asked for explicitly: drop what cannot run
+            self.metrics = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
+        self.store = ResultStore(config.out)
+        self._methods: Dict[str, Any] = {}
+        self.failures: List[dict] = []
+
+    # ------------------------------------------------------------ helpers
+    def make_method(self, name: str) -> Callable[[nn.Module], Any]:
+        from ..methods.registry import accepted_options, get_method, method_class
+
+        opts = dict(self.cfg.method_options.get(name, {}))
+        if "seed" in accepted_options(method_class(name)):
+            opts.setdefault("seed", self.cfg.seed)
+        return lambda model: get_method(name, model, **opts)
+
+    def method(self, name: str) -> Any:
+        if name not in self._methods:
+            self._methods[name] = self.make_method(name)(self.model)
+        return self._methods[name]
+
+    def target_for(self, s: Sample, top1: int) -> int:
+        k = len(getattr(self.model, "classes", []) or [])
+        label_ok = s.label is not None and (k == 0 or 0 <= int(s.label) < k)
+        if self.cfg.target == "label":
+            if not label_ok:
+                raise UsageError(f"--target label: image {s.name!r} has no usable label")
+            return int(s.label)
+        if self.cfg.target == "auto" and label_ok:
+            return int(s.label)
+        return top1
+
+    def attribution(self, method: str, image: str, x: torch.Tensor, target: int) -> Tuple[torch.Tensor, bool]:
+        """Cached attribution or a fresh one (recorded with its wall time); bool = computed now."""
+        a = self.store.load_attribution(method, image)
+        if a is not None:
+            return a, False
+        t0 = time.perf_counter()
+        a = self.method(method).attribute(x, target).detach().cpu().float()
+        seconds = time.perf_counter() - t0
+        self.store.save_attribution(method, image, a)
+        self.store.append({"image": image, "method": method, "metric": "_attribution", "seconds": seconds,
+                           "target": target, "shape": list(a.shape[1:])})
+        return a, True
+
+    def _fail(self, image: str, method: str, metric: str, e: BaseException) -> None:
+        msg = _first_line(e)
+        self.failures.append({"image": image, "method": method, "metric": metric, "error": msg})
+        self.store.append({"image": image, "method": method, "metric": metric, "error": msg})
+        tqdm.write(f"failed: {image} / {method} / {metric}: {msg}")
+        if self.cfg.progress:
+            tqdm.write("".join(traceback.format_exception_only(type(e), e)).strip())
+
+    def _run_metric(self, name: str, ctx: MetricContext, image: str, method: str, target: int) -> None:
+        rec = self.store.get(image, method, name)
+        if rec is not None and "error" not in rec:
+            ctx.previous[name] = Outcome.from_json(rec["outcome"])
+            return
+        t0 = time.perf_counter()
+        try:
+            out = get_metric(name).compute(ctx)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - one failed metric must not stop the run
+            self._fail(image, method, name, e)
+            return
+        ctx.previous[name] = out
+        self.store.append({"image": image, "method": method, "metric": name, "target": target,
+                           "seconds": time.perf_counter() - t0, "outcome": out.to_json()})
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> int:
+        from .results import build_results
+        from .report import render
+
+        plain = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
+        grid = [m for m in self.metrics if get_metric(m).needs == "mosaic"]
+        total = len(self.samples) * len(self.methods) * (1 + len(plain))
+        total += len(self.mosaics) * len(self.methods) * (len(grid) + sum(len(m.cells) for m in self.mosaics[:1]))
+        with torch.no_grad():
+            top1 = [int(self.model(s.image.to(self._device())).argmax(1)[0]) for s in self.samples + self.mosaics]
+        started = time.time()
+        bar = tqdm(total=total, desc="evaluate", unit="step", disable=not self.cfg.progress, dynamic_ncols=True)
+        try:
+            for s, t1 in zip(self.samples, top1):
+                self.store.save_image(s.name, s.image)
+                target = self.target_for(s, t1)
+                for m in self.methods:
+                    bar.set_postfix_str(f"{s.name} / {m}", refresh=False)
+                    try:
+                        a, _ = self.attribution(m, s.name, s.image, target)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        self._fail(s.name, m, "_attribution", e)
+                        bar.update(1 + len(plain))
+                        continue
+                    bar.update(1)
+                    ctx = self._context(s, a, target, m)
+                    for name in plain:
+                        self._run_metric(name, ctx, s.name, m, target)
+                        bar.update(1)
+            for mo in self.mosaics:
+                self.store.save_image(mo.name, mo.image)
+                for m in self.methods:
+                    cells = []
+                    try:
+                        for k, c in enumerate(mo.cells):
+                            cells.append(self.attribution(m, f"{mo.name}__cell{k}", mo.image, int(c))[0])
+                            bar.update(1)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        self._fail(mo.name, m, "_attribution", e)
+                        bar.update(len(mo.cells) - len(cells) + len(grid))
+                        continue
+                    ctx = self._context(mo, cells[0], int(mo.cells[0]), m)
+                    ctx.cell_attributions = cells
+                    for name in grid:
+                        self._run_metric(name, ctx, mo.name, m, int(mo.cells[0]))
+                        bar.update(1)
+        finally:
+            bar.close()
+        build_results(self, wall_seconds=time.time() - started)
+        render(self.cfg.out)
+        return len(self.failures)
+
+    def _device(self) -> torch.device:
+        return next((p.device for p in self.model.parameters()), torch.device("cpu"))
+
+    def _context(self, s: Sample, a: torch.Tensor, target: int, method: str) -> MetricContext:
+        return MetricContext(model=self.model, image=s.image, attribution=a, target=target, sample=s,
+                             method=self.method(method), make_method=self.make_method(method),
+                             preset=self.cfg.preset or "inputiba", seed=self.cfg.seed,
+                             batch_size=self.cfg.batch_size, options=self.cfg.metric_options)
