@@ -50,7 +50,7 @@ class EvalConfig:
     target: str = "auto"
     size: Optional[int] = None
     mosaics: Optional[int] = None          # None = automatic, 0 = none
-    mosaic_threshold: float = 0.5
+    mosaic_threshold: float = 0.25
     method_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     metric_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     device: Optional[str] = None

@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's input size)")
     p.add_argument("--mosaics", type=int, default=None,
                    help="number of 2x2 mosaics for the grid pointing game (default: automatic; 0 = none)")
+    p.add_argument("--mosaic-threshold", type=float, default=0.25,
+                   help="minimum top-1 probability of an image alone to enter a mosaic (default 0.25)")
     p.add_argument("--option", "-o", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option (e.g. integrated-gradients.n_steps=50); repeatable")
     p.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m for m in (args.metrics or "").split(",") if m.strip()] or None
     cfg = EvalConfig(methods=methods, out=args.out, model=args.model, data=args.data, metrics=metrics,
                      preset=args.preset, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                     target=args.target, size=args.size, mosaics=args.mosaics,
+                     target=args.target, size=args.size, mosaics=args.mosaics, mosaic_threshold=args.mosaic_threshold,
                      method_options={k: v for k, v in parse_options(args.option, methods).items() if v},
                      metric_options=parse_metric_options(args.metric_option), device=args.device,
                      progress=not args.no_progress)
