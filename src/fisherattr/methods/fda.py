@@ -199,22 +199,22 @@ class FDA(LevelMethod):
             raise UsageError(f"t_min must be in (0, 1), got {t_min}")
         if int(curve_draws) < 1:
             raise UsageError(f"curve_draws must be >= 1, got {curve_draws}")
-        self.schedule = self._schedule(sde, score_model)
+        self._score_model = resolve_score_model(score_model).eval()
+        self.schedule = self._schedule(sde, self._score_model)
+        self.sde, self.integration, self.nodes, self.quadrature, self.form = sde, integration, nodes, quadrature, form
+        self.curve_draws, self.t_min, self.score_resize = int(curve_draws), float(t_min), bool(score_resize)
         super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
                          noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         self.score_model_spec = score_model if isinstance(score_model, (str, type(None))) else type(score_model).__name__
-        self._score_model = resolve_score_model(score_model).eval()
         for p in self._score_model.parameters():
             p.requires_grad_(False)
-        self.sde, self.integration, self.nodes, self.quadrature, self.form = sde, integration, nodes, quadrature, form
-        self.curve_draws, self.t_min, self.score_resize = int(curve_draws), float(t_min), bool(score_resize)
 
     @staticmethod
     def _schedule(sde: str, score_model: Any) -> Schedule:
         key = str(sde).strip().lower()
         if key == "ve":
-            sig = getattr(score_model, "ve_sigmas", None) if not isinstance(score_model, (str, type(None))) else None
+            sig = getattr(score_model, "ve_sigmas", None)
             return VESchedule(*sig) if sig else VESchedule()
         return get_schedule(key)
 
