@@ -127,3 +127,18 @@ def test_completeness_gap_closed_form():
     assert torch.all(gap < 1e-5)
     gap2 = completeness_gap(model, x, 2 * ig, target=0)
     assert torch.allclose(gap2, torch.ones_like(gap2), atol=1e-5)
+
+
+def test_completeness_metric_reads_the_methods_baseline(tiny_model, tiny_images):
+    from fisherattr import get_method
+    from fisherattr.metrics.suite import MetricContext, get_metric, method_baseline
+
+    ig = get_method("integrated-gradients", tiny_model, n_steps=64)
+    assert torch.equal(method_baseline(ig, tiny_model, tiny_images[:1]), torch.zeros(1, 3, 16, 16))
+    assert method_baseline(get_method("saliency", tiny_model), tiny_model, tiny_images[:1]) is None
+    x = tiny_images[:1]
+    ctx = MetricContext(model=tiny_model, image=x, attribution=ig.attribute(x, 2), target=2, method=ig)
+    out = get_metric("completeness").compute(ctx)
+    assert out.skip is None and out.values["completeness_gap"] < 0.02  # Gauss-Legendre IG converges
+    ctx.method = get_method("saliency", tiny_model)
+    assert get_metric("completeness").compute(ctx).skip

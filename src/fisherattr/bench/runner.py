@@ -221,7 +221,7 @@ class Evaluation:
         plain = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
         grid = [m for m in self.metrics if get_metric(m).needs == "mosaic"]
         total = len(self.samples) * len(self.methods) * (1 + len(plain))
-        total += len(self.mosaics) * len(self.methods) * (len(grid) + sum(len(m.cells) for m in self.mosaics[:1]))
+        total += len(self.methods) * sum(len(m.cells) + len(grid) for m in self.mosaics)
         with torch.no_grad():
             top1 = [int(self.model(s.image.to(self._device())).argmax(1)[0]) for s in self.samples + self.mosaics]
         started = time.time()

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m for m in (args.metrics or "").split(",") if m.strip()] or None
     cfg = EvalConfig(methods=methods, out=args.out, model=args.model, data=args.data, metrics=metrics,
                      preset=args.preset, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
-                     target=args.target, size=args.size, mosaics=args.mosaics, mosaic_threshold=args.mosaic_threshold,
+                     target=args.target, size=args.size, mosaics=args.mosaics,
+                     mosaic_threshold=args.mosaic_threshold,
                      method_options={k: v for k, v in parse_options(args.option, methods).items() if v},
                      metric_options=parse_metric_options(args.metric_option), device=args.device,
                      progress=not args.no_progress)

@@ -187,28 +187,40 @@ def _muf(ctx: MetricContext) -> Outcome:
     return Outcome(values={"mu_fidelity": _f(v[0])})
 
 
+#: Methods outside ``fisherattr.methods.paths`` whose attributions sum to f(x) - f(baseline).
+COMPLETE_METHODS = ("integrated-gradients", "deeplift")
+
+
 def method_baseline(method: Any, model: nn.Module, image: torch.Tensor) -> Optional[torch.Tensor]:
-    """The baseline image of a path method (attribute ``baseline``: "black", "mean" or a tensor)."""
+    """The baseline image of a path method (its ``baseline``: "black", "white", "mean", a number or a
+    tensor), or None when the method is not a straight-from-a-baseline path method."""
+    name = getattr(method, "method_name", "")
+    module = type(method).__module__
+    is_path = getattr(method, "complete", False) or name in COMPLETE_METHODS or (
+        module.startswith("fisherattr.methods.paths") and "blur" not in name)
     b = getattr(method, "baseline", None)
+    if not is_path or b is None:
+        return None
     if isinstance(b, torch.Tensor):
         return b.detach().float().cpu().expand_as(image)
-    if b in ("black", "zero", "zeros"):
-        return torch.zeros_like(image)
-    if b in ("mean", "normalized_zero"):
-        return normalized_zero(model, image).cpu()
-    return None
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return torch.full_like(image, float(b))
+    return {"black": torch.zeros_like(image), "white": torch.ones_like(image),
+            "mean": normalized_zero(model, image).cpu()}.get(b)
 
 
 @register_metric("completeness", "method", {"completeness_gap": False},
-                 "path methods: |sum A - (f(x) - f(baseline))| / |f(x) - f(baseline)| on the logit")
+                 "path methods: |sum A - (f(x) - f(baseline))| / |f(x) - f(baseline)| (the method's score)")
 def _completeness(ctx: MetricContext) -> Outcome:
     from .completeness import completeness_gap
 
     base = method_baseline(ctx.method, ctx.model, ctx.image)
     if base is None:
-        return Outcome(skip="not a path method (no baseline)")
-    gap = completeness_gap(ctx.model, ctx.image, ctx.attribution, base, ctx.target, batch_size=ctx.batch_size)
-    return Outcome(values={"completeness_gap": _f(gap[0])})
+        return Outcome(skip="not a path method from a baseline image")
+    score = "prob" if getattr(ctx.method, "score", "logit") in ("probability", "prob", "softmax") else "logit"
+    gap = completeness_gap(ctx.model, ctx.image, ctx.attribution, base, ctx.target, score=score,
+                           batch_size=ctx.batch_size)
+    return Outcome(values={"completeness_gap": _f(gap[0])}, extra={"score": score})
 
 
 @register_metric("randomisation", "method", {"ssim": False, "spearman": False},
