@@ -229,3 +229,29 @@ def test_fda_beats_ig_and_saliency_on_difauc(lite0, chelsea):
         scores[name] = float(insertion_deletion(lite0, chelsea, maps, preset="inputiba").difauc.mean())
     assert scores["fda"] > scores["integrated-gradients"], scores
     assert scores["fda"] > scores["saliency"], scores
+
+
+def make_patch_classifier() -> Classifier:
+    """Entry point for the CLI test (``--model test_fda:make_patch_classifier``)."""
+    return Classifier(PatchModel(), classes=["bright", "dark"], input_size=(16, 16)).eval()
+
+
+def test_train_explainer_command(patch_images, tmp_path):
+    from PIL import Image
+
+    from fisherattr.cli import main
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i, img in enumerate(patch_images):
+        Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(data / f"{i}.png")
+    out = tmp_path / "expl"
+    rc = main(["train-explainer", "--method", "fda", "--model", "test_fda:make_patch_classifier", "--data", str(data),
+               "--out", str(out), "--steps", "3", "--batch", "2", "--no-progress", "--option", "curve_draws=1",
+               "--option", "nodes=4"])
+    assert rc == 0 and (out / "adapter.json").exists() and (out / "adapter.safetensors").exists()
+    assert json.loads((out / "adapter.json").read_text())["train_images"] == 2
+    assert main(["train-explainer", "--model", "test_fda:make_patch_classifier", "--data", str(data),
+                 "--out", str(out), "--option", "nodes"]) == 2
+    assert main(["train-explainer", "--method", "saliency", "--model", "test_fda:make_patch_classifier",
+                 "--data", str(data), "--out", str(out)]) == 2
