@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -151,6 +150,15 @@ def test_ig_baselines(smooth, images):
     base = model.mean.expand_as(images)
     torch.testing.assert_close(a.sum((1, 2, 3)), score_at(model, images, t) - score_at(model, base, t),
                                rtol=2e-3, atol=1e-5)
+
+
+def test_straight_path_geometry(smooth, images):
+    segs = walk(StraightLinePath(steps=7, baseline=0.25), smooth, images, torch.tensor([0, 1]))
+    assert len(segs) == 7 and torch.equal(segs[0].start, torch.full_like(images, 0.25))
+    torch.testing.assert_close(segs[-1].end, images)
+    for j, s in enumerate(segs):
+        torch.testing.assert_close(s.end - s.start, s.delta, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(s.f_start, score_at(smooth, s.start, torch.tensor([0, 1])), rtol=1e-5, atol=1e-6)
 
 
 # -------------------------------------------------------------------- IDGI

@@ -6,10 +6,11 @@ from typing import Union
 import torch
 import torch.nn as nn
 
+from ...errors import UsageError
 from ..base import AttributionMethod
 from ..registry import register
 from .blur import BlurPath
-from .core import BaselineSpec, Path, Rule, ScoreFunction, Trapezoid, check_choice, integrate, make_rule, SCORES
+from .core import SCORES, BaselineSpec, Path, Rule, ScoreFunction, Trapezoid, check_choice, integrate, make_rule
 from .guided import GuidedIGPath
 from .straight import StraightLinePath
 
@@ -33,7 +34,6 @@ class PathAttribution(AttributionMethod):
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         if not isinstance(path, Path):
-            from ...errors import UsageError
             raise UsageError(f"path must be a fisherattr Path, got {type(path).__name__}")
         self.path = path
         self._rule = make_rule(rule)
