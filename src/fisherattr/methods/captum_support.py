@@ -60,7 +60,10 @@ def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
     """
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)  # seeds CPU and every CUDA device; all restored on exit
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)  # this device only: the one fork_rng restores
         yield
 
 
