@@ -59,6 +59,27 @@ def sem(v: List[float]) -> float:
     return (sum((a - m) ** 2 for a in v) / (len(v) - 1) / len(v)) ** 0.5
 
 
+def rule_overhead(model, x: torch.Tensor, t: int, repeats: int = 20) -> Dict[str, float]:
+    """Seconds per segment of the IDGI and Riemann rules alone (no model passes), on one real segment."""
+    from fisherattr.methods.paths import IDGI, Riemann, ScoreFunction, StraightLinePath
+
+    seg = next(iter(StraightLinePath(steps=200).segments(x, ScoreFunction(model, torch.tensor([t]), "probability"))))
+    out = {}
+    for rule in (IDGI(), Riemann()):
+        seconds, _ = timed(lambda: [rule(seg) for _ in range(repeats)])
+        out[rule.name] = seconds / repeats
+    return out
+
+
+def summarise(rows: Dict[str, Dict[str, list]], args, names: List[str]) -> Dict:
+    summary = {m: {k: {"mean": mean(v), "sem": sem(v), "values": v} for k, v in d.items()} for m, d in rows.items()}
+    ratios = {f"{idgi} / {base} time": sum(rows[idgi]["seconds"]) / sum(rows[base]["seconds"]) for base, idgi in PAIRS}
+    ratios["samp++ / captum-ig-200 time"] = sum(rows["samp++"]["seconds"]) / sum(rows["captum-ig-200"]["seconds"])
+    ratios["samp / captum-ig-200 time"] = sum(rows["samp"]["seconds"]) / sum(rows["captum-ig-200"]["seconds"])
+    return {"quick": args.quick, "model": args.model, "images": names, "threads": args.threads,
+            "methods": summary, "ratios": ratios}
+
+
 def main(argv=None) -> Dict:
     args, model, images = default_setup(argv, out=dict(default="outputs/bench_paths.json"),
                                         batch=dict(type=int, default=16),
@@ -69,6 +90,7 @@ def main(argv=None) -> Dict:
     def put(method: str, key: str, value: float) -> None:
         rows.setdefault(method, {}).setdefault(key, []).append(value)
 
+    done: List[str] = []
     for name, x in images.items():
         with torch.no_grad():
             t = int(model(x).argmax(1))
@@ -98,16 +120,19 @@ def main(argv=None) -> Dict:
             put(method, "samp_deletion", float(r.deletion[0]))
             put(method, "samp_insertion", float(r.insertion[0]))
 
-    summary = {m: {k: {"mean": mean(v), "sem": sem(v), "values": v} for k, v in d.items()} for m, d in rows.items()}
-    ratios = {f"{idgi} / {base} time": sum(rows[idgi]["seconds"]) / sum(rows[base]["seconds"]) for base, idgi in PAIRS}
-    ratios["samp++ / captum-ig-200 time"] = sum(rows["samp++"]["seconds"]) / sum(rows["captum-ig-200"]["seconds"])
-    ratios["samp / captum-ig-200 time"] = sum(rows["samp"]["seconds"]) / sum(rows["captum-ig-200"]["seconds"])
-    result = {"quick": args.quick, "model": args.model, "images": list(images), "threads": args.threads, "methods": summary,
-              "ratios": ratios}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+        result = summarise(rows, args, done + [name])
+        done.append(name)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))  # after every image, so partial runs keep their numbers
 
+    x = next(iter(images.values()))
+    with torch.no_grad():
+        t = int(model(x).argmax(1))
+    per_segment = rule_overhead(model, x, t)
+    result["rule_seconds_per_segment"] = per_segment
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    summary, ratios = result["methods"], result["ratios"]
     print(f"\n{len(images)} images ({', '.join(images)}), {args.model}, {args.threads} threads\n")
     print("| method | idgi ins. AUC | idgi ins. ratio AUC | samp del. | samp ins. | completeness gap | s/image |")
     print("|---|---|---|---|---|---|---|")
@@ -118,6 +143,7 @@ def main(argv=None) -> Dict:
     print()
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
+    print("rule cost per segment (no model passes): " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in per_segment.items()))
     return result
 
 

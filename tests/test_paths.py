@@ -119,6 +119,19 @@ def test_ig_model_calls(batch, ibs, steps):
     assert net.calls == 1 + math.ceil((steps + 1) / per_call) * calls_per_chunk
 
 
+@pytest.mark.parametrize("base,idgi", [("ig", "idgi-ig"), ("guided-ig", "idgi-guided-ig"),
+                                       ("blur-ig", "idgi-blur-ig")])
+def test_idgi_needs_no_extra_model_calls(base, idgi):
+    """IDGI reads its values from the passes that give the gradients: same calls as the base path."""
+    counts = []
+    for name in (base, idgi):
+        net = Counting(SmoothCNN())
+        fisherattr.get_method(name, wrap(net), internal_batch_size=4, **FEW_STEPS[name]).attribute(
+            torch.rand(2, 3, 16, 16), target=1)
+        counts.append(net.calls)
+    assert counts[0] == counts[1]
+
+
 @pytest.mark.parametrize("rule,captum_method", [("left", "riemann_left"), ("right", "riemann_right")])
 def test_ig_equals_captum_riemann(tiny_model, tiny_images, rule, captum_method):
     from captum.attr import IntegratedGradients

@@ -213,14 +213,15 @@ class IDGI(Rule):
     name = "idgi"
 
     def __call__(self, seg: Segment) -> torch.Tensor:
-        g = seg.grad.double()
-        gmax = g.abs().flatten(1).amax(1).view(-1, *([1] * (g.dim() - 1)))
-        gn = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax))
-        w = gn.square()
+        g = seg.grad
+        view = (-1,) + (1,) * (g.dim() - 1)
+        gmax = g.abs().flatten(1).amax(1)
+        gn = g / torch.where(gmax > 0, gmax, torch.ones_like(gmax)).view(view)
+        w = gn * gn
         norm = w.flatten(1).sum(1)
-        df = (seg.f_end - seg.f_start).double()
+        df = seg.f_end - seg.f_start
         scale = torch.where(norm > 0, df / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(df))
-        return (w * scale.view(-1, *([1] * (g.dim() - 1)))).to(seg.grad.dtype)
+        return w * scale.view(view)
 
 
 RULES = {"riemann": Riemann, "trapezoid": Trapezoid, "idgi": IDGI}
