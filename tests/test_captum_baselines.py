@@ -296,6 +296,19 @@ def test_deeplift_summation_to_delta_with_relu6_and_batchnorm(relu6_model):
     assert not relu6_model.net.a1._forward_hooks and not relu6_model.net.a1._forward_pre_hooks
 
 
+def test_patched_copy_follows_weight_changes(relu6_model):
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    dl = DeepLift(relu6_model)
+    first = dl.attribute(x, target=0)
+    assert dl._patched.get(relu6_model) is dl._patched.get(relu6_model)  # cached between calls
+    with torch.no_grad():
+        relu6_model.net.fc.weight.mul_(-2.0)  # an in-place update the copy must see
+        delta = relu6_model(x)[0, 0] - relu6_model(torch.zeros_like(x))[0, 0]
+    second = dl.attribute(x, target=0)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second.sum(), delta, rtol=1e-4, atol=1e-5)
+
+
 def test_deeplift_summation_to_delta_on_tiny_cnn(tiny_model, tiny_images):
     for baseline in ("black", "mean"):
         ref = torch.zeros_like(tiny_images) if baseline == "black" else tiny_model.mean.expand_as(tiny_images)

@@ -19,7 +19,8 @@ model is never touched):
 from __future__ import annotations
 
 import copy
-from typing import Callable, List
+import itertools
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -77,6 +78,39 @@ def swap_relu6(model: nn.Module, factory: Callable[[], nn.Module]) -> nn.Module:
             if isinstance(child, nn.ReLU6):
                 setattr(parent, name, factory())
     return clone.eval()
+
+
+def _state_key(model: nn.Module) -> Tuple:
+    """Changes whenever a parameter or buffer is replaced, moved or modified in place."""
+    return tuple((t.data_ptr(), t._version, t.device, t.dtype)
+                 for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+class PatchedCopy:
+    """Keeps ``swap_relu6(model, factory)`` and rebuilds it only when the model's tensors change.
+
+    Saves a deep copy per ``attribute`` call; any weight update, ``load_state_dict`` or device
+    move of the model (all of which change a tensor's pointer or version) triggers a fresh copy.
+
+    Example:
+        >>> cache = PatchedCopy(RescaleReLU6)
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU6())
+        >>> cache.get(net) is cache.get(net)
+        True
+    """
+
+    def __init__(self, factory: Callable[[], nn.Module]) -> None:
+        self.factory = factory
+        self._key: Optional[Tuple] = None
+        self._model_id: Optional[int] = None
+        self._copy: Optional[nn.Module] = None
+
+    def get(self, model: nn.Module) -> nn.Module:
+        key = _state_key(model)
+        if self._copy is None or key != self._key or id(model) != self._model_id:
+            self._copy = swap_relu6(model, self.factory)
+            self._key, self._model_id = key, id(model)
+        return self._copy
 
 
 def deeplift_unsupported(model: nn.Module) -> List[str]:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..errors import UsageError
 from .base import AttributionMethod
-from .captum_activations import GuidedReLU6, swap_relu6
+from .captum_activations import GuidedReLU6, PatchedCopy
 from .captum_support import image_chunks, quiet_captum
 from .registry import register
 
@@ -170,11 +170,17 @@ class GuidedGradCam(_CamBase):
         >>> maps = GuidedGradCam(model).attribute(images)   # doctest: +SKIP
     """
 
+    def __init__(self, model: nn.Module, *, layer: Optional[str] = None, upsample: str = "bilinear",
+                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+        super().__init__(model, layer=layer, upsample=upsample, seed=seed,
+                         internal_batch_size=internal_batch_size, progress=progress)
+        self._patched = PatchedCopy(GuidedReLU6)
+
     def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from captum.attr import GuidedGradCam as CaptumGGC
 
         name = self._layer_for(images)
-        net = swap_relu6(self.model, GuidedReLU6)
+        net = self._patched.get(self.model)
         ggc = CaptumGGC(net, net.get_submodule(name))
         outs = []
         with quiet_captum():

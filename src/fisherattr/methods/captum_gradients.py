@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from .base import AttributionMethod
-from .captum_activations import GuidedReLU6, RescaleReLU6, deeplift_unsupported, swap_relu6
+from .captum_activations import GuidedReLU6, PatchedCopy, RescaleReLU6, deeplift_unsupported
 from .captum_support import (baseline_image, check_baseline, image_chunks, positive_float, positive_int,
                              quiet_captum, seeded_global_rng)
 from .registry import register
@@ -118,6 +118,9 @@ class IntegratedGradients(ChunkedCaptumMethod):
         >>> maps = ig.attribute(images, target=285)                              # doctest: +SKIP
     """
 
+    #: attributions sum to f(x) - f(baseline) (read by the completeness metric)
+    complete = True
+
     def __init__(self, model: nn.Module, *, n_steps: int = 200, method: str = "gausslegendre",
                  baseline: str = "black", seed: int = 0, internal_batch_size: int = 16,
                  progress: bool = False) -> None:
@@ -189,8 +192,13 @@ class GuidedBackprop(ChunkedCaptumMethod):
         >>> maps = GuidedBackprop(model).attribute(images)  # [B,3,H,W]  # doctest: +SKIP
     """
 
+    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: int = 16,
+                 progress: bool = False) -> None:
+        super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
+        self._patched = PatchedCopy(GuidedReLU6)
+
     def _prepare(self) -> nn.Module:
-        return swap_relu6(self.model, GuidedReLU6)
+        return self._patched.get(self.model)
 
     def _chunk_on(self, net: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from captum.attr import GuidedBackprop as CaptumGBP
@@ -216,10 +224,14 @@ class DeepLift(ChunkedCaptumMethod):
         >>> maps = DeepLift(model).attribute(images, target=285)  # doctest: +SKIP
     """
 
+    #: attributions sum to f(x) - f(baseline) (read by the completeness metric)
+    complete = True
+
     def __init__(self, model: nn.Module, *, baseline: str = "black", seed: int = 0,
                  internal_batch_size: int = 16, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.baseline = check_baseline(baseline)
+        self._patched = PatchedCopy(RescaleReLU6)
         missing = deeplift_unsupported(model)
         if missing:
             warnings.warn(f"deeplift: Captum has no DeepLIFT rule for {', '.join(missing)}; "
@@ -229,7 +241,7 @@ class DeepLift(ChunkedCaptumMethod):
         return max(1, self.internal_batch_size // 2)  # Captum runs inputs and baselines in one batch
 
     def _prepare(self) -> nn.Module:
-        return swap_relu6(self.model, RescaleReLU6)
+        return self._patched.get(self.model)
 
     def _chunk_on(self, net: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from captum.attr import DeepLift as CaptumDeepLift
