@@ -19,7 +19,7 @@ import math
 import platform
 import time
 import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any, Dict, List, Optional
 
 import numpy as np

@@ -38,7 +38,7 @@ from PIL import Image
 
 from ..errors import InputError, UsageError
 from .dataset import Box, Sample
-from .images import DEFAULT_SAMPLES, load_image, open_image_file, pil_to_tensor, to_rgb_array
+from .images import DEFAULT_SAMPLES, load_image, open_image_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 KINDS = ("samples", "synthetic", "imagenet", "fss", "folder")
@@ -267,5 +267,4 @@ def load_data(spec: str, size: Size = 224, rule: str = "shorter-crop", limit: Op
 
 
 __all__ = ["IMAGE_EXTENSIONS", "KINDS", "geometry", "load_data", "load_folder", "load_fss", "load_imagenet",
-           "load_sample_photos", "load_synthetic", "map_boxes", "map_mask", "parse_spec", "pil_to_tensor",
-           "read_voc", "to_rgb_array"]
+           "load_sample_photos", "load_synthetic", "map_boxes", "map_mask", "parse_spec", "read_voc"]

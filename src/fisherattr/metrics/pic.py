@@ -178,11 +178,14 @@ class PICResult:
     aic_auc: float = float("nan")
 
     def skips(self) -> Dict[str, Dict[str, int]]:
-        return {"sic": dict(Counter(r for r in self.sic_skip if r)), "aic": dict(Counter(r for r in self.aic_skip if r))}
+        """Skipped images per reason, for SIC and AIC."""
+        return {"sic": dict(Counter(r for r in self.sic_skip if r)),
+                "aic": dict(Counter(r for r in self.aic_skip if r))}
 
 
 def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
-        reference: Union[str, Callable[[np.ndarray], np.ndarray]] = "interp", information: Union[str, InfoFn] = "entropy",
+        reference: Union[str, Callable[[np.ndarray], np.ndarray]] = "interp",
+        information: Union[str, InfoFn] = "entropy",
         thresholds: Sequence[float] = THRESHOLDS, min_confidence: float = 0.8, n_points: int = 1000,
         batch_size: int = 64, seed: int = 0) -> PICResult:
     """AIC and SIC for a batch of images.
