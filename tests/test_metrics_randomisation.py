@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fisherattr.methods.base import AttributionMethod
@@ -66,3 +67,15 @@ def test_a_map_independent_of_the_weights_scores_one(tiny_model, tiny_images):
 
     r = cascading_randomisation(lambda m: Edges(m), tiny_model, tiny_images, target=0)
     assert np.allclose(r.ssim.numpy(), 1.0)
+
+
+@pytest.mark.slow
+def test_lite0_layers_and_saliency_fails_less_than_an_edge_map(lite0, chelsea):
+    from fisherattr import get_method
+
+    layers = parameter_layers(lite0, chelsea)
+    assert isinstance(layers[0][1], torch.nn.Linear) and isinstance(layers[-1][1], torch.nn.Conv2d)
+    assert len(layers) > 50
+    r = cascading_randomisation(lambda m: get_method("saliency", m), lite0, chelsea, steps=2)
+    assert r.layers[-1] == layers[-1][0]
+    assert float(r.ssim.max()) < 0.9 and all(c > 0 for c in r.logit_change)
