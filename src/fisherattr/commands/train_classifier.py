@@ -36,8 +36,8 @@ BUILDER = "fisherattr.models.small_cnn:build_small_cnn"
 class TrainConfig:
     """Options of :func:`train_synthetic_classifier` (defaults = the shipped model)."""
 
-    steps: int = 1200
-    batch: int = 64
+    steps: int = 800
+    batch: int = 48
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
