@@ -224,3 +224,19 @@ def test_bad_inputs(tiny_model, tiny_images):
         insertion_deletion(tiny_model, tiny_images, torch.zeros(tiny_images.shape), preset="nope")
     with pytest.raises(InputError, match=r"\[0,1\]"):
         insertion_deletion(tiny_model, tiny_images * 3, torch.zeros(tiny_images.shape))
+
+
+# ------------------------------------------------------------ real model
+@pytest.mark.slow
+def test_real_model_centre_map_beats_its_reverse(lite0, chelsea):
+    """EfficientNet-Lite0 on chelsea (the cat's face fills the centre): ranking the centre first must
+    delete the cat faster and insert it sooner than ranking it last, under rise and samp."""
+    yy, xx = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    blob = torch.exp(-((yy - 112) ** 2 + (xx - 112) ** 2) / (2 * 40.0 ** 2)).expand(1, 1, 224, 224)
+    for preset in ("rise", "samp"):
+        good = insertion_deletion(lite0, chelsea, blob, preset=preset, batch_size=32)
+        bad = insertion_deletion(lite0, chelsea, -blob, preset=preset, batch_size=32)
+        assert good.model_calls == 1 + 28 + 28
+        assert good.deletion.item() < bad.deletion.item()
+        assert good.insertion.item() > bad.insertion.item()
+        assert good.difauc.item() > bad.difauc.item()
