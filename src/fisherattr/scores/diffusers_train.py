@@ -37,7 +37,7 @@ from ..errors import UsageError
 class VPTrainConfig:
     """Options of :func:`train_diffusers_vp` (defaults = the shipped model)."""
 
-    steps: int = 1500
+    steps: int = 800
     batch: int = 16
     lr: float = 2e-3
     seed: int = 0
