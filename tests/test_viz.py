@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -90,5 +91,8 @@ def test_atomic_writes_leave_old_file_on_error(tmp_path):
             raise RuntimeError("crash")
     assert json.loads(p.read_text())["n"] == 2.0                    # the old content survives
     assert [f.name for f in tmp_path.iterdir()] == ["x.json"]       # the temp file is gone
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask                 # not mkstemp's private 0600
     q = io_utils.save_npy(tmp_path / "m.npy", torch.arange(6.0).view(2, 3))
     assert np.array_equal(np.load(q), np.arange(6.0).reshape(2, 3))

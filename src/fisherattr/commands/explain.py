@@ -192,7 +192,7 @@ class _Run:
         self.out = Path(args.out)
         self.failures: List[Dict[str, Any]] = []
 
-        # images first (cheap); a run where no image loads is a usage error
+        # the model once, then the images; a run where no image loads is a usage error
         model_name = args.model or DEFAULT_MODEL
         try:
             self.model = load_classifier(model_name, device=self.device)
@@ -212,6 +212,8 @@ class _Run:
                 self.images.append((name, spec, fdata.load_image(spec, size=size)))
             except UsageError as e:
                 self._fail(name, None, str(e), echo=False)
+            except Exception as e:  # noqa: BLE001 - e.g. a decoder error deep inside PIL
+                self._fail(name, None, f"{spec}: {_first_line(e)}", echo=False)
         if not self.images:
             raise UsageError(self.failures[0]["error"] if len(specs) == 1 else
                              f"none of the {len(specs)} images could be read (first: {self.failures[0]['error']})")
