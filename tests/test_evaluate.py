@@ -145,6 +145,10 @@ def test_in_process_run_writes_every_file_and_report_rerenders(env_setup):
     assert Evaluation(cfg).run() == 0
     assert calls(tmp / "calls.log") == 16
     assert len((out / "records.jsonl").read_text().splitlines()) == n_records
+    # ... but refuses to mix in results made with other settings
+    cfg.seed = 1
+    with pytest.raises(UsageError, match="seed"):
+        Evaluation(cfg)
 
 
 def test_metric_selection_follows_annotations_and_presets():

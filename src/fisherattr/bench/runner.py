@@ -147,10 +147,18 @@ class Evaluation:
         if not self.mosaics and not config.metrics:  # not asked for explicitly: drop what cannot run
             self.metrics = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
         self.store = ResultStore(config.out)
+        self.store.check_settings(self.fingerprint())
         self._methods: Dict[str, Any] = {}
         self.failures: List[dict] = []
 
     # ------------------------------------------------------------ helpers
+    def fingerprint(self) -> Dict[str, Any]:
+        """Settings that decide every cached value: a resumed run must share them."""
+        model = self.model_name or f"{type(self.model).__name__}:{getattr(self.model, 'name', '')}"
+        return {"model": model, "data": self.cfg.data, "size": self.size, "seed": self.cfg.seed,
+                "target": self.cfg.target, "preset": self.cfg.preset, "method_options": self.cfg.method_options,
+                "metric_options": self.cfg.metric_options, "mosaic_threshold": self.cfg.mosaic_threshold}
+
     def make_method(self, name: str) -> Callable[[nn.Module], Any]:
         from ..methods.registry import accepted_options, get_method, method_class
 
@@ -178,7 +186,7 @@ class Evaluation:
     def attribution(self, method: str, image: str, x: torch.Tensor, target: int) -> Tuple[torch.Tensor, bool]:
         """Cached attribution or a fresh one (recorded with its wall time); bool = computed now."""
         a = self.store.load_attribution(method, image)
-        if a is not None:
+        if a is not None and a.shape[-2:] == x.shape[-2:]:
             return a, False
         t0 = time.perf_counter()
         a = self.method(method).attribute(x, target).detach().cpu().float()

@@ -5,6 +5,8 @@ Layout of the output folder:
 - ``attributions/<method>/<image>.npy``: each attribution, written atomically
   (temporary name + ``os.replace``): a file that exists is complete.
 - ``images/<image>.png``: the input as the model saw it (for the qualitative grid).
+- ``run.json``: the settings every cached value depends on (model, data,
+  size, seed, target rule, preset, options); resuming with other settings is refused.
 - ``records.jsonl``: one JSON object per finished (image, method, metric)
   result (and per attribution, ``metric = "_attribution"``, with its wall time),
   appended and ``fsync``-ed one line at a time. A torn last line left by a
@@ -31,6 +33,7 @@ import torch
 from ..io_utils import save_npy, save_png
 
 RECORDS = "records.jsonl"
+SETTINGS = "run.json"
 
 
 def safe_name(name: str) -> str:
@@ -48,6 +51,25 @@ class ResultStore:
         self._done: Dict[Tuple[str, str, str], dict] = {}
         for rec in self._read():
             self._done[(rec["image"], rec["method"], rec["metric"])] = rec
+
+    def check_settings(self, settings: dict) -> None:
+        """Record the run's settings on first use; refuse to resume a folder made with other settings."""
+        from ..errors import UsageError
+        from ..io_utils import _jsonable, write_json
+
+        p = self.root / SETTINGS
+        want = json.loads(json.dumps(_jsonable(settings)))
+        if p.exists():
+            have = json.loads(p.read_text(encoding="utf-8"))
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            if diff:
+                k = diff[0]
+                raise UsageError(f"{self.root} holds a run with other settings ({k}: {have.get(k)!r} there, "
+                                 f"{want.get(k)!r} now); use another --out or the same settings to resume")
+        elif self.path.exists() and self.path.stat().st_size > 0:
+            raise UsageError(f"{self.root} holds results of unknown settings (no {SETTINGS}); use another --out")
+        else:
+            write_json(p, want)
 
     # --------------------------------------------------------------- records
     def _read(self) -> Iterator[dict]:
