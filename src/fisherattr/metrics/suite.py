@@ -144,6 +144,8 @@ def _insdel(ctx: MetricContext) -> Outcome:
                   extra={"preset": preset}, model_calls=r.model_calls)
     if r.deletion_curve is not None:
         out.curves["deletion"] = r.deletion_curve[0].tolist()
+    else:  # insertion-only protocol (idgi)
+        out.extra["deletion_skip"] = out.extra["difauc_skip"] = f"insertion-only preset {preset!r}"
     if "insertion_ratio" in r.extras:
         out.values["insertion_ratio"] = _f(torch.as_tensor(r.extras["insertion_ratio"]).reshape(-1)[0])
     return out
