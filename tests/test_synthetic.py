@@ -210,3 +210,19 @@ def test_shipped_diffusers_model_predicts_noise_better_than_zero() -> None:
     for t in (100, 400, 700):
         model, zero = eps_mse(unet, sched, x0, torch.full((8,), t), g)
         assert model < 0.8 * zero, (t, model, zero)
+
+
+def test_shipped_noise_map_denoiser_beats_its_gaussian_starting_point() -> None:
+    """The untrained denoiser is the exact Gaussian (Wiener) predictor; training on the world must beat it."""
+    from fisherattr.scores.noise_map import (DenoiserConfig, NoiseMapDenoiser, eps_mmse_curve,
+                                             load_noise_map_denoiser)
+
+    den = load_noise_map_denoiser(S.default_denoiser_path())
+    start = NoiseMapDenoiser(DenoiserConfig(width=den.config.width, data_var=den.config.data_var,
+                                            log_snr_range=den.config.log_snr_range)).eval()
+    x0 = S.make_batch(range(8), size=64, seed=13, split="test")[0] * 2 - 1
+    levels = [-2.0, 2.0, 5.0]
+    with torch.no_grad():
+        trained, gauss = eps_mmse_curve(den, x0, levels, draws=1), eps_mmse_curve(start, x0, levels, draws=1)
+    assert trained[0] <= gauss[0] * 1.05                 # noisy end: both near the optimum
+    assert (trained[1:] < 0.5 * gauss[1:]).all(), (trained, gauss)   # clean end: structure learnt

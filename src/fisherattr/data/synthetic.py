@@ -74,6 +74,12 @@ def default_diffusion_path() -> Path:
     return Path(str(resources.files("fisherattr").joinpath("assets", "synthetic", "diffusers_vp")))
 
 
+def default_denoiser_path() -> Path:
+    """Folder of the shipped noise-map denoiser trained on the default world
+    (load with ``fisherattr.scores.noise_map.load_noise_map_denoiser``)."""
+    return Path(str(resources.files("fisherattr").joinpath("assets", "synthetic", "denoiser")))
+
+
 def _check_classes(classes: int) -> None:
     if not (isinstance(classes, (int, np.integer)) and MIN_CLASSES <= classes <= MAX_CLASSES):
         raise UsageError(f"classes must be an integer in {MIN_CLASSES}..{MAX_CLASSES}, got {classes!r}")
