@@ -46,13 +46,16 @@ def main(argv=None) -> int:
     args, model, images = default_setup(argv, out={"default": "outputs/bench_bottlenecks.json"},
                                         methods={"default": ",".join(METHODS)},
                                         **{"rise-masks": {"type": int, "default": None},
-                                           "hsic-designs": {"type": int, "default": None}})
+                                           "hsic-designs": {"type": int, "default": None},
+                                           "layer": {"default": None}})
     overrides = {"rise": {"n_masks": args.rise_masks} if args.rise_masks else {},
                  "hsic": {"designs": args.hsic_designs} if args.hsic_designs else {}}
+    if args.layer:
+        overrides["iba"] = overrides["input-iba"] = {"layer": args.layer}
     methods = [m for m in args.methods.split(",") if m]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    layer = default_layer(model)
+    layer = args.layer or default_layer(model)
     t_est, _ = timed(lambda: load_or_estimate(model, layer, (224, 224), progress=True))
     report = {"model": args.model, "layer": layer, "preset": "inputiba", "threads": args.threads,
               "overrides": overrides,

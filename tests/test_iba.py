@@ -231,7 +231,7 @@ def test_default_layers():
             super().__init__()
             self._blocks = nn.ModuleList([nn.Identity() for _ in range(16)])
 
-    assert default_layer(Classifier(Lite())) == "net._blocks.7"
+    assert default_layer(Classifier(Lite())) == "net._blocks.4"
 
     class Vgg(nn.Module):
         def __init__(self):
@@ -267,12 +267,16 @@ def test_cli_estimate_bottleneck(tmp_path, image_folder, capsys):
 
 @pytest.mark.slow
 def test_iba_lite0_chelsea(lite0, chelsea, tmp_path, monkeypatch):
-    """Real model: the default layer is 14x14, and deleting IBA's top pixels hurts more than random ones."""
+    """Real model: the default layer is 28x28 (stride 8), block 7 is 14x14 (stride 16), and deleting IBA's
+    top pixels hurts more than deleting random ones."""
     monkeypatch.setenv("FISHERATTR_CACHE", str(tmp_path))
     layer = default_layer(lite0)
     with torch.no_grad():
         r = capture_features(lite0, lite0.get_submodule(layer), chelsea)
-    assert tuple(r.shape[-2:]) == (14, 14)
+    assert tuple(r.shape[-2:]) == (28, 28)
+    with torch.no_grad():
+        r7 = capture_features(lite0, lite0.get_submodule("net._blocks.7"), chelsea)
+    assert tuple(r7.shape[-2:]) == (14, 14)
     iba = fisherattr.get_method("iba", lite0, estimate_samples=200)
     with pytest.warns(UserWarning):
         a = iba.attribute(chelsea)

@@ -2,9 +2,9 @@
 
 Example::
 
-    fisherattr estimate-bottleneck --model efficientnet_lite0 --layer net._blocks.7 \\
-        --data samples --samples 1000 --out lite0-blocks7.safetensors
-    # then: get_method("iba", model, estimate="lite0-blocks7.safetensors")
+    fisherattr estimate-bottleneck --model efficientnet_lite0 --layer net._blocks.4 \\
+        --data samples --samples 1000 --out lite0-blocks4.safetensors
+    # then: get_method("iba", model, estimate="lite0-blocks4.safetensors")
 """
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ class IBA(_BottleneckBase):
 
     Args:
         layer: dotted name of the bottleneck layer (default: :func:`default_layer`, e.g.
-            ``net._blocks.7`` for EfficientNet-Lite0).
+            ``net._blocks.4`` for EfficientNet-Lite0).
         estimate: a file saved by ``fisherattr estimate-bottleneck``; when None the
             estimate is computed on first use from ``estimate_data`` and cached.
         beta: weight of the information term (paper: 10).
@@ -144,7 +144,7 @@ class IBA(_BottleneckBase):
         internal_batch_size: forward-pass batch (images x noise copies).
 
     Example:
-        >>> iba = IBA(model, estimate="lite0-blocks7.safetensors")   # doctest: +SKIP
+        >>> iba = IBA(model, estimate="lite0-blocks4.safetensors")   # doctest: +SKIP
         >>> maps = iba.attribute(x)                                   # [B,1,H,W], bits  # doctest: +SKIP
     """
 

@@ -85,7 +85,7 @@ class InputIBA(_BottleneckBase):
         gan_clip: critic weight clipping (paper 0.1).
 
     Example:
-        >>> m = InputIBA(model, estimate="lite0-blocks7.safetensors")   # doctest: +SKIP
+        >>> m = InputIBA(model, estimate="lite0-blocks4.safetensors")   # doctest: +SKIP
         >>> maps = m.attribute(x)                                        # doctest: +SKIP
     """
 
