@@ -165,7 +165,7 @@ class DiffIB(LevelMethod):
         alpha_min, alpha_max: the log-SNR interval (default [-10, 10], the shipped
             denoiser's training range).
         info_draws: noise draws per node for the final eps-MMSE.
-        beta: weight of ``mean(alpha)`` (default 0.3).
+        beta: weight of ``mean(alpha)`` (default 0.05; see docs/diffib.md).
         mode, explainer, steps, lr, noise_draws, adapter, adapter_width: see
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
@@ -174,7 +174,7 @@ class DiffIB(LevelMethod):
         >>> maps = dib.attribute(images)                   # [B,3,H,W], nats per feature  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, *, denoiser: DenoiserSpec = None, beta: float = 0.3,
+    def __init__(self, model: nn.Module, *, denoiser: DenoiserSpec = None, beta: float = 0.05,
                  mode: str = "per-image", explainer: Optional[str] = None, integration: Optional[str] = None,
                  nodes: Optional[int] = None, quadrature: str = "log-snr-gauss-legendre",
                  alpha_min: float = -10.0, alpha_max: float = 10.0, steps: int = 60, lr: float = 0.05,
