@@ -7,6 +7,7 @@ functions return the path written, or None when there is nothing to draw.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -153,9 +154,16 @@ def all_figures(results: Dict[str, Any], root: str | os.PathLike) -> List[Path]:
     """Every figure this module knows, under ``root/figures``."""
     root = Path(root)
     fig_dir = root / "figures"
-    out = [insdel_curves(results, fig_dir / "insertion_deletion.png"),
-           randomisation_plot(results, fig_dir / "randomisation_ssim.png"),
-           pic_plot(results, fig_dir / "pic_curves.png"),
-           sensitivity_plot(results, fig_dir / "sensitivity_n.png"),
-           qualitative_grid(results, root, fig_dir / "qualitative_grid.png")]
+    jobs = [(insdel_curves, (results, fig_dir / "insertion_deletion.png")),
+            (randomisation_plot, (results, fig_dir / "randomisation_ssim.png")),
+            (pic_plot, (results, fig_dir / "pic_curves.png")),
+            (sensitivity_plot, (results, fig_dir / "sensitivity_n.png")),
+            (qualitative_grid, (results, root, fig_dir / "qualitative_grid.png"))]
+    out = []
+    for fn, args in jobs:
+        try:  # one bad figure must not lose the others (or the tables)
+            out.append(fn(*args))
+        except Exception as e:  # noqa: BLE001
+            plt.close("all")
+            warnings.warn(f"figure {fn.__name__} failed: {type(e).__name__}: {e}", stacklevel=2)
     return [p for p in out if p is not None]

@@ -162,12 +162,14 @@ def _aggregates(by: dict, meth: str, metrics: List[str], images: List[str], summ
                 summ[col]["value"] = auc if math.isfinite(auc) else None
     if outs.get("randomisation"):
         o = outs["randomisation"]
-        agg["randomisation"] = {"layers": o[0]["curves"]["layers"],
+        n = Counter(len(x["curves"]["layers"]) for x in o).most_common(1)[0][0]
+        agg["randomisation"] = {"layers": next(x["curves"]["layers"] for x in o if len(x["curves"]["layers"]) == n),
                                 "ssim": _mean_curves([x["curves"]["ssim"] for x in o]),
                                 "spearman": _mean_curves([x["curves"]["spearman"] for x in o])}
     if outs.get("sensitivity_n"):
         o = outs["sensitivity_n"]
-        agg["sensitivity_n"] = {"ns": o[0]["curves"]["ns"],
+        n = Counter(len(x["curves"]["ns"]) for x in o).most_common(1)[0][0]
+        agg["sensitivity_n"] = {"ns": next(x["curves"]["ns"] for x in o if len(x["curves"]["ns"]) == n),
                                 "correlation": _mean_curves([x["curves"]["correlation"] for x in o])}
     return agg
 
