@@ -49,7 +49,7 @@ class FDAStrategy(LevelStrategy):
         0.001
     """
 
-    def __init__(self, schedule: Schedule, score_model: ScoreModel, integration: str = "grid", nodes: int = 16,
+    def __init__(self, schedule: Schedule, score_model: ScoreModel, integration: str = "grid", nodes: int = 32,
                  quadrature: str = "log-snr", form: str = "i-mmse", curve_draws: int = 4, t_min: float = 1e-3,
                  batch_size: int = 16, score_resize: bool = False, init_value: float = -5.0) -> None:
         self.schedule, self.score_model = schedule, score_model
@@ -161,7 +161,7 @@ class FDA(LevelMethod):
             (diffusers VP/VE model or noise-map denoiser).
         sde: ``"vp"`` (default), ``"ve"`` or ``"ddpm"``.
         integration: ``"grid"`` (default; any score model) or ``"pixelwise"`` (level-map models).
-        nodes: grid levels / quadrature nodes (default 16 grid, 8 pixelwise).
+        nodes: grid levels / quadrature nodes (default 32 grid, 8 pixelwise).
         quadrature: grid: ``"log-snr"`` (default) | ``"trapezoid"``; pixelwise: ``"log-snr-gauss-legendre"``
             (default) | ``"log-snr"`` | ``"gauss-legendre"`` | ``"trapezoid"`` (the paper's).
         form: grid curve ``"i-mmse"`` (default) or ``"fisher"``.
@@ -192,7 +192,7 @@ class FDA(LevelMethod):
         if quadrature not in allowed:
             raise UsageError(f"quadrature {quadrature!r} is not available with integration={integration!r}; "
                              f"choose one of {', '.join(allowed)}")
-        nodes = int(nodes if nodes is not None else (16 if integration == "grid" else 8))
+        nodes = int(nodes if nodes is not None else (32 if integration == "grid" else 8))
         if nodes < 2:
             raise UsageError(f"nodes must be >= 2, got {nodes}")
         if not (0.0 < float(t_min) < 1.0):
