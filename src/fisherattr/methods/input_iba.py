@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
-from .bottleneck import MIN_SAMPLES, GaussianSmoothing, bottleneck_kl, capture_features, replace_output
+from .bottleneck import MIN_SAMPLES, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features
 from .iba import _BottleneckBase, check_positive, fit_feature_bottleneck
 from .registry import register
 
@@ -125,8 +125,8 @@ class InputIBA(_BottleneckBase):
         return den(z) if callable(den) else z
 
     # ------------------------------------------------------------------ stages
-    def _gan_mask(self, x: torch.Tensor, lam_f: torch.Tensor, cap_f: torch.Tensor, est,
-                  g: torch.Tensor) -> torch.Tensor:
+    def _gan_mask(self, x: torch.Tensor, lam_f: torch.Tensor, cap_f: torch.Tensor, est: BottleneckEstimate,
+                  g: torch.Generator) -> torch.Tensor:
         """Stage 2: the generator's input mask ``m`` ``[1,3,H,W]`` in (0,1)."""
         h, w = x.shape[-2:]
         xn = self._to_net(x)
