@@ -232,6 +232,9 @@ def test_default_layers():
             self._blocks = nn.ModuleList([nn.Identity() for _ in range(16)])
 
     assert default_layer(Classifier(Lite())) == "net._blocks.4"
+    assert default_layer(Classifier(Lite()), lite_block=7) == "net._blocks.7"
+    assert fisherattr.get_method("input-iba", Classifier(Lite()), estimate=None).layer == "net._blocks.7"
+    assert fisherattr.get_method("iba", Classifier(Lite())).layer == "net._blocks.4"
 
     class Vgg(nn.Module):
         def __init__(self):

@@ -17,7 +17,8 @@ HELP = "Estimate a layer's per-feature mean/std (Welford) for IBA and InputIBA, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="efficientnet_lite0", help="classifier name or path (default: %(default)s)")
     p.add_argument("--layer", default=None,
-                   help="dotted module name (default: the model's documented bottleneck layer)")
+                   help="dotted module name (default: IBA's documented layer, net._blocks.4 for "
+                        "EfficientNet-Lite0; InputIBA's default there is net._blocks.7)")
     p.add_argument("--data", default="samples",
                    help="a folder of images, or 'samples' (shipped photos with random crops/flips)")
     p.add_argument("--samples", type=int, default=1000, help="number of images (default: %(default)s)")

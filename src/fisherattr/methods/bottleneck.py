@@ -49,21 +49,23 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         raise UsageError(f"layer {name!r} not found in the model; e.g. {', '.join(names)}") from None
 
 
-def default_layer(model: nn.Module) -> str:
+def default_layer(model: nn.Module, lite_block: int = 4) -> str:
     """The documented mid-level (stride 8-16) layer for the models we know.
 
-    - EfficientNet-Lite0 (``efficientnet-lite-pytorch``): ``net._blocks.4``, the
-      last block of the 40-channel stage, output stride 8 (28x28 at 224) like
-      the IBA paper's VGG16 layer. Measured on this model (DifAUC, ``inputiba``
-      preset, chelsea): block 4 0.234, the stride-16 blocks 7 and 10 0.084 and
-      0.119; pass ``layer="net._blocks.7"`` for the stride-16 choice.
+    - EfficientNet-Lite0 (``efficientnet-lite-pytorch``): ``net._blocks.<lite_block>``.
+      IBA uses block 4 (the last block of the 40-channel stage, output stride 8,
+      28x28 at 224, like the IBA paper's VGG16 layer); InputIBA uses block 7
+      (mid 80-channel stage, stride 16, 14x14). Measured on this model (DifAUC,
+      ``inputiba`` preset, chelsea / coffee): IBA block 4 0.234 / 0.533, block 7
+      0.084 / 0.452, block 10 0.119 / 0.422; InputIBA block 7 0.273 / 0.475,
+      block 4 0.127 / 0.443 (docs/baselines-info.md).
     - torchvision VGG16: ``net.features.17`` (conv4_1, 28x28), the IBA paper's layer.
     - torchvision ResNet-50: ``net.layer3`` (stride 16, 14x14).
     """
     net = getattr(model, "net", model)
     prefix = "net." if net is not model else ""
-    if hasattr(net, "_blocks") and len(net._blocks) > 7:
-        return prefix + "_blocks.4"
+    if hasattr(net, "_blocks") and len(net._blocks) > lite_block:
+        return prefix + f"_blocks.{lite_block}"
     feats = getattr(net, "features", None)
     if isinstance(feats, nn.Sequential) and len(feats) > 17 and isinstance(feats[17], nn.Conv2d):
         return prefix + "features.17"

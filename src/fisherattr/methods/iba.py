@@ -100,11 +100,13 @@ class _BottleneckBase(AttributionMethod):
     """Layer choice and estimate handling shared by IBA and InputIBA."""
 
     per_pixel = True
+    #: EfficientNet block used when no layer is given (see :func:`default_layer`).
+    lite_block: int = 4
 
     def __init__(self, model: nn.Module, *, layer: Optional[str], estimate: Optional[str], estimate_data: str,
                  estimate_samples: int, seed: int, internal_batch_size: int, progress: bool) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
-        self.layer = layer if layer is not None else default_layer(model)
+        self.layer = layer if layer is not None else default_layer(model, self.lite_block)
         if not isinstance(self.layer, str):
             raise UsageError(f"layer must be a dotted module name, got {type(self.layer).__name__}")
         self._layer = get_layer(model, self.layer)
