@@ -1,13 +1,13 @@
 # Two commands for a newcomer:
 #   make demo   set up (.venv, torch 2.13.0 CPU first, the package) and run the main job -> outputs/
-#   make test   set up the same way (idempotent) and run the whole test suite
+#   make test   set up the same way (idempotent) and run the whole test suite (slow tests included)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fisherattr-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-fast test-slow bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow

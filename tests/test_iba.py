@@ -216,8 +216,13 @@ def test_iba_options_and_errors(tiny_model, tiny_estimate):
             fisherattr.get_method("iba", tiny_model, layer="net.conv2", estimate=tiny_estimate, **{opt: val})
     with pytest.raises(UsageError, match="layer 'net.nope' not found"):
         fisherattr.get_method("iba", tiny_model, layer="net.nope", estimate=tiny_estimate)
-    with pytest.raises(UsageError, match="no default bottleneck layer"):
-        fisherattr.get_method("iba", tiny_model)
+    # no known architecture: the generic rule (16 px input -> stride 2 keeps 8x8 cells -> after conv2)
+    assert default_layer(tiny_model) == "net.relu2"
+    assert default_layer(tiny_model, stride=1) == "net.relu1"
+    flat = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5)), mean=(0.5,) * 3, std=(0.25,) * 3,
+                      classes=[f"c{i}" for i in range(5)], input_size=(16, 16), name="flat").eval()
+    with pytest.raises(UsageError, match="no layer with a 8x8 output"):
+        fisherattr.get_method("iba", flat)
     with pytest.raises(UsageError, match="is for layer 'net.conv2'"):
         fisherattr.get_method("iba", tiny_model, layer="net.conv1", estimate=tiny_estimate)
     iba = fisherattr.get_method("iba", tiny_model, layer="net.conv2", estimate=tiny_estimate)

@@ -61,6 +61,7 @@ def test_torchscript_and_folder_and_callable(tmp_path, tiny_model):
     save_classifier(tiny_model, tmp_path / "saved", builder="conftest:TinyCNN")
     with torch.no_grad():
         torch.testing.assert_close(load_classifier(str(tmp_path / "saved"))(x), expect)
+    assert {f.stat().st_mode & 0o777 for f in (tmp_path / "saved").iterdir()} == {0o644}
     # not a model
     bad = tmp_path / "bad.pt"
     bad.write_text("hello")

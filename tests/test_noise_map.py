@@ -167,3 +167,21 @@ def test_shipped_denoiser_beats_the_gaussian_prior_on_held_out_photos() -> None:
     assert float(ours.sum()) < 0.8 * float(prior.sum())         # and over the whole integral
     # at low SNR the global prior (FFT, mean colour) is a little better: bounded, and tiny in absolute terms
     assert (ours[~hi] < 1.5 * prior[~hi]).all() and float(ours[~hi].max()) < 0.03
+
+
+def test_folder_loader_skips_sidecar_masks(tmp_path) -> None:
+    from PIL import Image
+
+    from fisherattr.scores.noise_map import load_training_photos
+
+    rng = np.random.default_rng(0)
+    photo = lambda: Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))  # noqa: E731
+    mask = Image.fromarray(np.zeros((20, 30), dtype=np.uint8))
+    (tmp_path / "cls").mkdir()
+    photo().save(tmp_path / "cls" / "1.jpg")
+    mask.save(tmp_path / "cls" / "1.png")            # FSS-1000: mask beside its photo
+    photo().save(tmp_path / "a.png")
+    mask.save(tmp_path / "a.mask.png")               # folder layout: sidecar mask
+    photos = load_training_photos(str(tmp_path))
+    assert len(photos) == 2
+    assert all(p.shape[0] == 3 for p in photos)

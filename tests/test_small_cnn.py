@@ -72,3 +72,25 @@ def test_bad_configuration_is_a_usage_error() -> None:
         SmallCNN(classes=1)
     with pytest.raises(UsageError, match="widths"):
         SmallCNN(widths=(8, 16), blocks=(1,))
+
+
+def test_companions_round_trip_and_shipped_world(tmp_path) -> None:
+    import fisherattr
+    from fisherattr.data.synthetic import default_classifier_path
+    from fisherattr.scores.diffusers_backend import DiffusersVP
+    from fisherattr.scores.noise_map import NoiseMapDenoiser
+
+    clf = Classifier(build_small_cnn(), mean=(0.5,) * 3, std=(0.25,) * 3, classes=[str(i) for i in range(8)],
+                     input_size=(64, 64))
+    save_classifier(clf, tmp_path / "m", builder="fisherattr.models.small_cnn:build_small_cnn",
+                    companions={"denoiser": "../den", "estimate_data": "synthetic"})
+    back = load_classifier(str(tmp_path / "m"))
+    assert back.companions == {"denoiser": str((tmp_path / "den").resolve()), "estimate_data": "synthetic"}
+    # the shipped synthetic classifier names its world's models; the methods pick them up by default
+    shipped = load_classifier(str(default_classifier_path()))
+    assert isinstance(fisherattr.get_method("fda", shipped)._score_model, DiffusersVP)
+    assert isinstance(fisherattr.get_method("diffib", shipped)._denoiser, NoiseMapDenoiser)
+    iba = fisherattr.get_method("iba", shipped)
+    assert (iba.estimate_data, iba.layer) == ("synthetic", "net.features.23")
+    # an explicit choice still wins
+    assert type(fisherattr.get_method("fda", shipped, score_model="gaussian")._score_model).__name__ == "GaussianPrior"

@@ -49,8 +49,8 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         raise UsageError(f"layer {name!r} not found in the model; e.g. {', '.join(names)}") from None
 
 
-def default_layer(model: nn.Module, lite_block: int = 4) -> str:
-    """The documented mid-level (stride 8-16) layer for the models we know.
+def default_layer(model: nn.Module, lite_block: int = 4, stride: int = 8) -> str:
+    """The documented mid-level (stride 8-16) layer for the models we know, else a generic choice.
 
     - EfficientNet-Lite0 (``efficientnet-lite-pytorch``): ``net._blocks.<lite_block>``.
       IBA uses block 4 (the last block of the 40-channel stage, output stride 8,
@@ -61,6 +61,9 @@ def default_layer(model: nn.Module, lite_block: int = 4) -> str:
       block 4 0.127 / 0.443 (docs/baselines-info.md).
     - torchvision VGG16: ``net.features.17`` (conv4_1, 28x28), the IBA paper's layer.
     - torchvision ResNet-50: ``net.layer3`` (stride 16, 14x14).
+    - any other convolutional model: :func:`generic_layer` with ``stride`` (the
+      last module called once whose output has that stride, capped so the map
+      keeps at least 8 cells per side).
     """
     net = getattr(model, "net", model)
     prefix = "net." if net is not model else ""
@@ -71,7 +74,58 @@ def default_layer(model: nn.Module, lite_block: int = 4) -> str:
         return prefix + "features.17"
     if hasattr(net, "layer3"):
         return prefix + "layer3"
-    raise UsageError("no default bottleneck layer for this model; pass layer='<dotted module name>'")
+    return generic_layer(model, stride)
+
+
+def generic_layer(model: nn.Module, stride: int = 8, size: Optional[Tuple[int, int]] = None) -> str:
+    """The last leaf module (called exactly once) whose ``[B,C,h,w]`` output has the wanted stride.
+
+    A probe forward pass on a zero image at the model's ``input_size`` (or ``size``,
+    else 224) records every module's output shape in call order. The stride is
+    lowered until the map has at least 8 cells on its shorter side (e.g. a 64-pixel
+    model gets stride 8 -> 8x8). Modules called more than once (re-used
+    activations) are skipped: a hook on them would act at several depths.
+
+    Example:
+        >>> from fisherattr.models.small_cnn import build_small_cnn
+        >>> generic_layer(build_small_cnn(), stride=8, size=(64, 64))
+        'features.23'
+    """
+    if size is None:
+        size = tuple(getattr(model, "input_size", None) or (224, 224))  # type: ignore[assignment]
+    h, w = int(size[0]), int(size[1])
+    while stride > 1 and min(h, w) // stride < 8:
+        stride //= 2
+    want = (math.ceil(h / stride), math.ceil(w / stride))
+    calls: Dict[str, int] = {}
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    order: List[str] = []
+    handles = []
+
+    def hook(name: str) -> Callable:
+        def fn(_m: nn.Module, _i: object, out: object) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape)
+                order.append(name)
+        return fn
+
+    for name, mod in model.named_modules():
+        if name and next(mod.children(), None) is None:  # leaf modules only
+            handles.append(mod.register_forward_hook(hook(name)))
+    try:
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, 3, h, w, device=p.device if p is not None else "cpu")
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hd in handles:
+            hd.remove()
+    found = [n for n in order if calls[n] == 1 and len(shapes[n]) == 4 and tuple(shapes[n][2:]) == want]
+    if not found:
+        raise UsageError(f"no layer with a {want[0]}x{want[1]} output (stride {stride}) found for a default "
+                         "bottleneck; pass layer='<dotted module name>'")
+    return found[-1]
 
 
 class _StopForward(Exception):
@@ -339,7 +393,7 @@ def _random_view(img: torch.Tensor, size: Tuple[int, int], rng: np.random.Genera
 
 
 def image_source(data: str, n: int, size: Tuple[int, int], seed: int = 0) -> Iterator[torch.Tensor]:
-    """Yield ``n`` images ``[1,3,*size]`` in [0,1] from ``data`` ("samples" or a folder).
+    """Yield ``n`` images ``[1,3,*size]`` in [0,1] from ``data`` ("samples", "synthetic" or a folder).
 
     A folder's files come first as centre crops (the evaluation convention);
     if more samples are asked for than there are files (always for
@@ -348,12 +402,19 @@ def image_source(data: str, n: int, size: Tuple[int, int], seed: int = 0) -> Ite
     from ..data.images import load_image
 
     rng = np.random.default_rng(seed)
+    if data == "synthetic":  # the procedural world's train split (never the evaluated test split)
+        from ..data.synthetic import generate
+
+        for i in range(n):
+            img, _, _ = generate(i, size=tuple(size), seed=seed, split="train")
+            yield torch.from_numpy(img).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+        return
     if data == "samples":
         photos = _sample_photos()
     else:
         folder = Path(data).expanduser()
         if not folder.is_dir():
-            raise UsageError(f"estimation data must be 'samples' or a folder; {data!r} is neither")
+            raise UsageError(f"estimation data must be 'samples', 'synthetic' or a folder; {data!r} is none of them")
         files = _folder_photos(folder)
         for f in files[:n]:
             yield load_image(f, size=tuple(size))

@@ -194,6 +194,8 @@ class DiffIB(LevelMethod):
         super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
                          noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
+        if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
+            denoiser = getattr(model, "companions", {}).get("denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()
         for p in self._denoiser.parameters():
             p.requires_grad_(False)

@@ -199,6 +199,8 @@ class FDA(LevelMethod):
             raise UsageError(f"t_min must be in (0, 1), got {t_min}")
         if int(curve_draws) < 1:
             raise UsageError(f"curve_draws must be >= 1, got {curve_draws}")
+        if score_model is None:  # the classifier's own world may name one (Classifier.companions)
+            score_model = getattr(model, "companions", {}).get("score_model")
         self._score_model = resolve_score_model(score_model).eval()
         self.schedule = self._schedule(sde, self._score_model)
         self.sde, self.integration, self.nodes, self.quadrature, self.form = sde, integration, nodes, quadrature, form

@@ -102,15 +102,19 @@ class _BottleneckBase(AttributionMethod):
     per_pixel = True
     #: EfficientNet block used when no layer is given (see :func:`default_layer`).
     lite_block: int = 4
+    #: output stride of the generic default layer for other models (see :func:`default_layer`).
+    default_stride: int = 8
 
     def __init__(self, model: nn.Module, *, layer: Optional[str], estimate: Optional[str], estimate_data: str,
                  estimate_samples: int, seed: int, internal_batch_size: int, progress: bool) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
-        self.layer = layer if layer is not None else default_layer(model, self.lite_block)
+        self.layer = layer if layer is not None else default_layer(model, self.lite_block, self.default_stride)
         if not isinstance(self.layer, str):
             raise UsageError(f"layer must be a dotted module name, got {type(self.layer).__name__}")
         self._layer = get_layer(model, self.layer)
         self.estimate = None if estimate is None else str(estimate)
+        if estimate_data is None:  # the classifier's own world may name it (Classifier.companions)
+            estimate_data = getattr(model, "companions", {}).get("estimate_data", "samples")
         self.estimate_data = str(estimate_data)
         check_positive("estimate_samples", estimate_samples, integer=True)
         self.estimate_samples = int(estimate_samples)
@@ -142,7 +146,8 @@ class IBA(_BottleneckBase):
         noise_copies: noisy copies of the image per step (paper: 10).
         init_alpha: initial ``alpha`` (paper: 5, i.e. ``lam`` ~ 0.993).
         sigma: Gaussian smoothing of ``lam`` in feature pixels (paper: 1; 0 = none).
-        estimate_data / estimate_samples: "samples" or a folder, and the sample count.
+        estimate_data / estimate_samples: "samples", "synthetic" or a folder, and the sample count
+            (default: the classifier's ``estimate_data`` companion, else "samples").
         internal_batch_size: forward-pass batch (images x noise copies).
 
     Example:
@@ -152,7 +157,7 @@ class IBA(_BottleneckBase):
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, estimate: Optional[str] = None,
                  beta: float = 10.0, steps: int = 10, lr: float = 1.0, noise_copies: int = 10,
-                 init_alpha: float = 5.0, sigma: float = 1.0, estimate_data: str = "samples",
+                 init_alpha: float = 5.0, sigma: float = 1.0, estimate_data: Optional[str] = None,
                  estimate_samples: int = MIN_SAMPLES, seed: int = 0, internal_batch_size: int = 20,
                  progress: bool = False) -> None:
         check_positive("beta", beta, allow_zero=True)

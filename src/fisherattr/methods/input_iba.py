@@ -90,12 +90,13 @@ class InputIBA(_BottleneckBase):
     """
 
     lite_block = 7  # measured better than IBA's block 4 for InputIBA on EfficientNet-Lite0
+    default_stride = 16  # generic models: the stride of block 7
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, estimate: Optional[str] = None,
                  feat_beta: float = 20.0, feat_steps: int = 10, beta: float = 20.0, steps: int = 60,
                  lr: float = 1.0, noise_copies: int = 10, init_alpha: float = 5.0, sigma: float = 1.0,
                  gan_steps: int = 60, gan_critic_iter: int = 3, gan_batch: int = 8, gan_lr: float = 5e-4,
-                 gan_mask_lr: float = 0.03, gan_clip: float = 0.1, estimate_data: str = "samples",
+                 gan_mask_lr: float = 0.03, gan_clip: float = 0.1, estimate_data: Optional[str] = None,
                  estimate_samples: int = MIN_SAMPLES, seed: int = 0, internal_batch_size: int = 20,
                  progress: bool = False) -> None:
         for name, v in (("feat_beta", feat_beta), ("beta", beta), ("sigma", sigma)):

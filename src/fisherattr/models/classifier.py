@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -52,6 +52,11 @@ class Classifier(nn.Module):
         self.input_size = tuple(input_size) if input_size is not None else None
         self.name = name
         self.in_channels = int(self.mean.shape[1])
+        #: models that belong to this classifier's data world, by role: ``score_model`` (FDA),
+        #: ``denoiser`` (DiffIB), ``estimate_data`` (IBA/InputIBA). Read from a saved folder's
+        #: ``classifier.json`` ("companions", paths relative to the folder); used when the
+        #: user does not name them.
+        self.companions: Dict[str, str] = {}
         self.eval()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:

@@ -117,11 +117,15 @@ def _import_callable(spec: str) -> Callable[..., Any]:
 
 
 def save_classifier(model: Classifier, folder: str | os.PathLike, builder: str,
-                    builder_kwargs: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None) -> Path:
+                    builder_kwargs: Optional[Dict[str, Any]] = None, extra: Optional[Dict[str, Any]] = None,
+                    companions: Optional[Dict[str, str]] = None) -> Path:
     """Save ``model`` as ``classifier.json`` + ``model.safetensors`` in ``folder``.
 
     ``builder`` is a ``module:function`` that rebuilds the bare network from
     ``builder_kwargs``; the weights are loaded into it by :func:`load_classifier`.
+    ``companions`` (role -> path, relative paths starting with ``.``) name the score
+    model (``score_model``), denoiser (``denoiser``) and bottleneck estimation data
+    (``estimate_data``) that FDA, DiffIB and IBA use for this model by default.
     """
     from safetensors.torch import save_file
 
@@ -131,11 +135,15 @@ def save_classifier(model: Classifier, folder: str | os.PathLike, builder: str,
            "mean": model.mean.flatten().tolist(), "std": model.std.flatten().tolist(),
            "classes": model.classes, "input_size": list(model.input_size) if model.input_size else None,
            "name": model.name, **(extra or {})}
+    if companions:
+        cfg["companions"] = dict(companions)
     state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
     tmp = folder / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp))
     os.replace(tmp, folder / WEIGHTS_NAME)
     (folder / CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
+    for f in (folder / WEIGHTS_NAME, folder / CONFIG_NAME):  # readable like any other file the user saves
+        f.chmod(0o644)
     return folder
 
 
@@ -150,7 +158,20 @@ def _from_folder(folder: Path) -> Classifier:
     if not (folder / WEIGHTS_NAME).exists():
         raise UsageError(f"{folder}: {WEIGHTS_NAME} is missing")
     net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
-    return _wrap(net, cfg, cfg.get("name", folder.name))
+    model = _wrap(net, cfg, cfg.get("name", folder.name))
+    model.companions = _companions(cfg.get("companions") or {}, folder)
+    return model
+
+
+def _companions(raw: Dict[str, Any], folder: Path) -> Dict[str, str]:
+    """``classifier.json`` companions; values starting with ``.`` are paths relative to the folder."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{folder / CONFIG_NAME}: 'companions' must be an object of role -> path")
+    out = {}
+    for role, value in raw.items():
+        value = str(value)
+        out[str(role)] = str((folder / value).resolve()) if value.startswith(".") else value
+    return out
 
 
 def load_classifier(name: str = DEFAULT_MODEL, device: Optional[str | torch.device] = None,

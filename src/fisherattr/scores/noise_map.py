@@ -249,7 +249,12 @@ def load_training_photos(source: str = "samples", max_side: int = 320) -> List[t
         if not root.is_dir():
             raise UsageError(f"--data {source}: not a folder (or 'samples')")
         exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-        for f in sorted(p for p in root.rglob("*") if p.suffix.lower() in exts):
+        # skip the evaluation layout's sidecar masks (<stem>.mask.png, FSS-1000's N.png beside N.jpg)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts and not p.name.endswith(".mask.png"))
+        photos = {p.with_suffix("") for p in files if p.suffix.lower() != ".png"}
+        for f in files:
+            if f.suffix.lower() == ".png" and f.with_suffix("") in photos:
+                continue
             pils.append(open_image_file(f))
     if not pils:
         raise UsageError(f"--data {source}: no readable images")
