@@ -79,8 +79,9 @@ def _timm(name: str, allow_download: bool) -> Classifier:
         raise UsageError(f"timm is not importable here ({e}); it is needed for 'timm:{name}'") from None
     if not allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    load_weights = True  # from the local cache; the hub only when allow_download (offline flag above)
     try:
-        net = timm.create_model(name, pretrained=True)
+        net = timm.create_model(name, pretrained=load_weights)
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"cannot load timm:{name} ({e}); weights must be in the local cache "
                          "unless allow_download=True") from None
