@@ -1,7 +1,7 @@
 """DifAUC (``inputiba`` preset) of IBA, InputIBA, HSIC-Attribution and RISE beside Captum IG-200.
 
 For each sample photo: Captum Integrated Gradients with 200 steps (black
-baseline, internal batch 50: the reference of ``_common.py``) gives both the
+baseline, internal batch 16: the reference of ``_common.py``) gives both the
 IG map and the reference wall time; each method then runs with its defaults
 and is timed; every map is scored by insertion/deletion under the
 ``inputiba`` preset (100 steps of 1%, black, softmax, trapezoid). The
@@ -25,21 +25,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import default_setup, timed  # noqa: E402
+from _common import default_setup, ig200, timed  # noqa: E402
 
 import fisherattr  # noqa: E402
 from fisherattr.methods.bottleneck import load_or_estimate  # noqa: E402
 from fisherattr.metrics.insertion_deletion import insertion_deletion  # noqa: E402
 
 METHODS = ("iba", "input-iba", "hsic", "rise")
-
-
-def ig200(model: torch.nn.Module, x: torch.Tensor, target: int):
-    """Captum IG-200 exactly as ``_common.ig200_seconds`` runs it, keeping the map as well as the time."""
-    from captum.attr import IntegratedGradients
-
-    return timed(lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=200,
-                                                              internal_batch_size=50))
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """MNIM and DifAUC of DiffIB, FDA, IG and Saliency on the sample photos, with wall times vs Captum IG-200.
 
 For each photo: Captum Integrated Gradients with 200 steps (black baseline,
-internal batch 50; the reference of ``_common.py``) gives both the IG map and the
+internal batch 16; the reference of ``_common.py``) gives both the IG map and the
 reference wall time; DiffIB (per-image, its defaults: the shipped noise-map
 denoiser, pixelwise eq. 14), FDA (its defaults) and Saliency run and are timed.
 Every map is scored by MNIM (DiffIB paper: features ranked, Gaussian noise start
@@ -27,21 +27,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import default_setup, timed  # noqa: E402
+from _common import default_setup, ig200, timed  # noqa: E402
 
 import fisherattr  # noqa: E402
 from fisherattr.metrics.insertion_deletion import insertion_deletion  # noqa: E402
 from fisherattr.metrics.mnim import mnim  # noqa: E402
 
 METHODS = ("diffib", "fda", "saliency")
-
-
-def ig200(model: torch.nn.Module, x: torch.Tensor, target: int):
-    """Captum IG-200 exactly as ``_common.ig200_seconds`` runs it, keeping the map as well as the time."""
-    from captum.attr import IntegratedGradients
-
-    return timed(lambda: IntegratedGradients(model).attribute(x, target=target, n_steps=200,
-                                                              internal_batch_size=50))
 
 
 def amortised_training_images(n: int = 8) -> torch.Tensor:
