@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..scores.base import ScoreModel
 from ..sde import quadrature as quad
-from ..sde.information import fisher_curve, mmse_curve, retained_grid, retained_pixelwise
+from ..sde.information import cumulative_integral, fisher_curve, mmse_curve, retained_grid, retained_pixelwise
 from ..sde.schedules import Schedule, VESchedule, get_schedule
 from .level_explainer import LevelMethod, LevelStrategy, State
 from .registry import register
@@ -102,16 +102,18 @@ class FDAStrategy(LevelStrategy):
             curve = (big * ratio).view(l, b, *images.shape[1:])
         else:
             curve = self._curve(x_diff, grid, generators)
-        return {"curve": curve.transpose(0, 1).contiguous(), "grid": grid.expand(images.shape[0], -1).contiguous()}
+        cum = cumulative_integral(curve, grid)  # once per image, reused by every optimisation step
+        return {"curve": curve.transpose(0, 1).contiguous(), "cum": cum.transpose(0, 1).contiguous(),
+                "grid": grid.expand(images.shape[0], -1).contiguous()}
 
     # -------------------------------------------------------------- information
     def information(self, levels: torch.Tensor, state: State, x_diff: torch.Tensor,
                     generators: Sequence[torch.Generator]) -> torch.Tensor:
         if self.integration == "grid":
-            curve, grid = state["curve"].transpose(0, 1), state["grid"][0]
+            curve, grid, cum = state["curve"].transpose(0, 1), state["grid"][0], state["cum"].transpose(0, 1)
             if self.form == "i-mmse":
-                return retained_grid(curve, grid, self.schedule.log_snr(levels), param="log_snr")
-            return retained_grid(curve, grid, levels, param="t")
+                return retained_grid(curve, grid, self.schedule.log_snr(levels), param="log_snr", cumulative=cum)
+            return retained_grid(curve, grid, levels, param="t", cumulative=cum)
         return retained_pixelwise(self.score_model, x_diff, levels, param="t", schedule=self.schedule,
                                   quadrature_kind=self.quadrature, k=self.nodes, draws=self.curve_draws,
                                   generators=generators)

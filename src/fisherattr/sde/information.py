@@ -156,11 +156,23 @@ def _cumulative(curve: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(curve[:1]), torch.cumsum(seg, 0)])
 
 
-def integral_to(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+def cumulative_integral(curve: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``[L, ...]``: the integral of the linear interpolant of ``curve`` from ``grid[0]`` to each node.
+
+    Compute it once per curve and pass it to :func:`integral_to` / :func:`retained_grid`
+    when the same curve is integrated to many levels (e.g. every optimisation step).
+    """
+    grid = torch.as_tensor(grid, dtype=curve.dtype, device=curve.device).reshape(-1)
+    return _cumulative(curve, grid)
+
+
+def integral_to(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor,
+                cumulative: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``int_{grid[0]}^{level} y``, ``y`` the per-feature linear interpolant of ``curve`` on ``grid``.
 
     ``curve``: ``[L, B, C, H, W]`` (or ``[L, *S]``); ``grid``: ``[L]`` ascending; ``level``
     broadcastable to ``curve[0]``, clamped to the grid. Differentiable in ``level``.
+    ``cumulative``: :func:`cumulative_integral` of the same curve and grid, if already known.
     """
     grid = torch.as_tensor(grid, dtype=curve.dtype, device=curve.device).reshape(-1)
     if grid.numel() != curve.shape[0] or grid.numel() < 2:
@@ -171,7 +183,7 @@ def integral_to(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor) ->
     lv = level.clamp(float(grid[0]), float(grid[-1]))
     idx = (torch.searchsorted(grid, lv.detach().reshape(-1).contiguous()) - 1).clamp(0, grid.numel() - 2)
     idx = idx.view(1, *lv.shape)
-    cum = _cumulative(curve, grid)
+    cum = _cumulative(curve, grid) if cumulative is None else cumulative
     y0 = curve.gather(0, idx)[0]
     y1 = curve.gather(0, idx + 1)[0]
     c0 = cum.gather(0, idx)[0]
@@ -181,7 +193,8 @@ def integral_to(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor) ->
     return c0 + y0 * d + 0.5 * slope * d * d
 
 
-def retained_grid(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor, param: str = "t") -> torch.Tensor:
+def retained_grid(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor, param: str = "t",
+                  cumulative: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Information retained ``A_i(level)`` from a per-feature curve on a grid of nodes (METHODS.md 1.5-1.6).
 
     - ``param="t"``: ``curve`` is the Fisher integrand ``e(t)`` on times ``grid``;
@@ -189,13 +202,18 @@ def retained_grid(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor, 
     - ``param="log_snr"``: ``curve`` is ``mmse_eps(lam)`` on log-SNRs ``grid``;
       ``A = 1/2 int_{grid[0]}^{lam} mmse dlam`` (``grid[0]`` is the floor ``alpha_min``).
 
-    Levels outside the grid are clamped (zero gradient there).
+    Levels outside the grid are clamped (zero gradient there). ``cumulative``: see
+    :func:`cumulative_integral` (saves recomputing it on every call with the same curve).
     """
+    if param not in ("t", "log_snr"):
+        raise UsageError(f"param must be 't' or 'log_snr', got {param!r}")
+    if cumulative is None:
+        cumulative = cumulative_integral(curve, grid)
     if param == "t":
-        total = integral_to(curve, grid, torch.as_tensor(float(torch.as_tensor(grid).max())))
-        return 0.5 * (total - integral_to(curve, grid, level))
+        total = cumulative[-1]  # the integral over the whole grid
+        return 0.5 * (total - integral_to(curve, grid, level, cumulative))
     if param == "log_snr":
-        return 0.5 * integral_to(curve, grid, level)
+        return 0.5 * integral_to(curve, grid, level, cumulative)
     raise UsageError(f"param must be 't' or 'log_snr', got {param!r}")
 
 
