@@ -293,3 +293,14 @@ def test_iba_lite0_chelsea(lite0, chelsea, tmp_path, monkeypatch):
     assert a.shape == (1, 1, 224, 224) and torch.isfinite(a).all() and (a >= 0).all()
     res = insertion_deletion(lite0, chelsea, a, preset="inputiba")
     assert float(res.difauc[0]) > 0.1
+
+
+def test_synthetic_estimation_source_is_the_train_split():
+    from fisherattr.data.synthetic import make_batch
+    from fisherattr.methods.bottleneck import image_source
+
+    got = torch.cat(list(image_source("synthetic", 3, (32, 32))))
+    want, _ = make_batch([0, 1, 2], size=(32, 32), split="train")
+    torch.testing.assert_close(got, want)
+    test_split, _ = make_batch([0], size=(32, 32), split="test")
+    assert (got[:1] - test_split).abs().max() > 0.1  # never the evaluated split

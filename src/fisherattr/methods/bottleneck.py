@@ -402,12 +402,11 @@ def image_source(data: str, n: int, size: Tuple[int, int], seed: int = 0) -> Ite
     from ..data.images import load_image
 
     rng = np.random.default_rng(seed)
-    if data == "synthetic":  # the procedural world's train split (never the evaluated test split)
-        from ..data.synthetic import generate
+    if data == "synthetic":  # the default world's train split (never the evaluated test split)
+        from ..data.synthetic import make_batch
 
         for i in range(n):
-            img, _, _ = generate(i, size=tuple(size), seed=seed, split="train")
-            yield torch.from_numpy(img).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+            yield make_batch([i], size=tuple(size), split="train")[0]
         return
     if data == "samples":
         photos = _sample_photos()
