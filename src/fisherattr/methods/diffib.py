@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UsageError
+from ..models import companion
 from ..scores.base import ScoreModel
 from ..sde import quadrature as quad
 from ..sde.information import NoiseFn, mmse_curve, retained_grid, retained_pixelwise
@@ -195,7 +196,7 @@ class DiffIB(LevelMethod):
                          noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
-            denoiser = getattr(model, "companions", {}).get("denoiser")
+            denoiser = companion(model, "denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()
         for p in self._denoiser.parameters():
             p.requires_grad_(False)

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from ..models import companion
 from ..scores.base import ScoreModel
 from ..sde import quadrature as quad
 from ..sde.information import cumulative_integral, fisher_curve, mmse_curve, retained_grid, retained_pixelwise
@@ -202,7 +203,7 @@ class FDA(LevelMethod):
         if int(curve_draws) < 1:
             raise UsageError(f"curve_draws must be >= 1, got {curve_draws}")
         if score_model is None:  # the classifier's own world may name one (Classifier.companions)
-            score_model = getattr(model, "companions", {}).get("score_model")
+            score_model = companion(model, "score_model")
         self._score_model = resolve_score_model(score_model).eval()
         self.schedule = self._schedule(sde, self._score_model)
         self.sde, self.integration, self.nodes, self.quadrature, self.form = sde, integration, nodes, quadrature, form

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..models import companion
 from .base import AttributionMethod
 from .bottleneck import (MIN_SAMPLES, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features,
                          default_layer, get_layer, load_or_estimate, replace_output)
@@ -114,7 +115,7 @@ class _BottleneckBase(AttributionMethod):
         self._layer = get_layer(model, self.layer)
         self.estimate = None if estimate is None else str(estimate)
         if estimate_data is None:  # the classifier's own world may name it (Classifier.companions)
-            estimate_data = getattr(model, "companions", {}).get("estimate_data", "samples")
+            estimate_data = companion(model, "estimate_data", "samples")
         self.estimate_data = str(estimate_data)
         check_positive("estimate_samples", estimate_samples, integer=True)
         self.estimate_samples = int(estimate_samples)

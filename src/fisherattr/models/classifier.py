@@ -96,3 +96,13 @@ def normalized_zero(model: nn.Module, like: torch.Tensor) -> torch.Tensor:
     if isinstance(mean, torch.Tensor) and mean.dim() == 4:
         return mean.to(like).expand_as(like).clone()
     return torch.zeros_like(like)
+
+
+def companion(model: nn.Module, role: str, default: Optional[str] = None) -> Optional[str]:
+    """The model's companion for ``role`` (see :attr:`Classifier.companions`), else ``default``.
+
+    Example:
+        >>> companion(nn.Linear(2, 2), "denoiser", "gaussian")
+        'gaussian'
+    """
+    return getattr(model, "companions", {}).get(role, default)

@@ -212,9 +212,7 @@ def retained_grid(curve: torch.Tensor, grid: torch.Tensor, level: torch.Tensor, 
     if param == "t":
         total = cumulative[-1]  # the integral over the whole grid
         return 0.5 * (total - integral_to(curve, grid, level, cumulative))
-    if param == "log_snr":
-        return 0.5 * integral_to(curve, grid, level, cumulative)
-    raise UsageError(f"param must be 't' or 'log_snr', got {param!r}")
+    return 0.5 * integral_to(curve, grid, level, cumulative)  # param == "log_snr"
 
 
 def retained_pixelwise(score_model, x_diff: torch.Tensor, level_map: torch.Tensor, *, param: str = "t",
