@@ -230,3 +230,45 @@ def test_interrupted_run_resumes_without_recomputing_or_losing_results(tmp_path)
     res = json.loads((out / "results.json").read_text())
     assert res["summary"]["test-counting-sub"]["mnim"]["n"] == 6
     assert res["summary"]["test-counting-sub"]["seg_ratio"]["n"] == 5
+
+
+def test_parallel_workers_split_the_work_and_match_a_serial_run(env_setup):
+    tmp, mod = env_setup
+    opts = {"randomisation": {"steps": 1}, "sensitivity_n": {"points": 3, "n_subsets": 6},
+            "mu_fidelity": {"n_subsets": 6}}
+
+    def config(out: str, **kw) -> EvalConfig:
+        return EvalConfig(methods=["test-counting-inproc"], out=str(tmp / out), model=mod.make_model(),
+                          data=f"folder:{tmp / 'data'}", progress=False, metric_options=opts,
+                          plugins=["fa_plugin_inproc"], **kw)
+
+    assert Evaluation(config("serial")).run() == 0
+    serial_calls = calls(tmp / "calls.log")
+    assert Evaluation(config("parallel", workers=2)).run() == 0
+    # every attribution computed once, by one worker or the other; none by the collecting pass
+    assert calls(tmp / "calls.log") - serial_calls == serial_calls
+    shard_files = sorted(p.name for p in (tmp / "parallel").glob("records.shard-*.jsonl"))
+    assert shard_files == ["records.shard-1-of-2.jsonl", "records.shard-2-of-2.jsonl"]
+    images = [{json.loads(line)["image"] for line in (tmp / "parallel" / f).read_text().splitlines()}
+              for f in shard_files]
+    assert images[0] and images[1] and not images[0] & images[1]
+    assert not (tmp / "parallel" / "records.jsonl").exists()
+    a = json.loads((tmp / "serial" / "results.json").read_text())["per_image"]
+    b = json.loads((tmp / "parallel" / "results.json").read_text())["per_image"]
+    assert a == b
+    # one share alone computes only its items and writes no results
+    ev = Evaluation(config("one-share", shard=(1, 3)))
+    assert ev.run() == 0 and not (tmp / "one-share" / "results.json").exists()
+    done = {r["image"] for r in ev.store.records()}
+    assert done == {ev.samples[i].name for i in (1, 4)}  # items 1 and 4 of 7 (the mosaic is item 6)
+    with pytest.raises(UsageError, match="shard"):
+        Evaluation(config("bad", shard=(3, 3)))
+
+
+def test_store_keeps_a_success_over_a_later_failure(tmp_path):
+    ResultStore(tmp_path, shard=(0, 2)).append({"image": "a", "method": "m", "metric": "x", "outcome": {"v": 1}})
+    ResultStore(tmp_path).append({"image": "a", "method": "m", "metric": "x", "error": "boom"})
+    ResultStore(tmp_path).append({"image": "b", "method": "m", "metric": "x", "error": "boom"})
+    ResultStore(tmp_path, shard=(1, 2)).append({"image": "b", "method": "m", "metric": "x", "outcome": {"v": 2}})
+    st = ResultStore(tmp_path)
+    assert st.get("a", "m", "x")["outcome"] == {"v": 1} and st.get("b", "m", "x")["outcome"] == {"v": 2}

@@ -7,6 +7,13 @@ attribution per cell, towards that cell's class. One tqdm bar counts
 attributions and metric results. At the end :func:`fisherattr.bench.results.build_results`
 writes ``results.json`` and :func:`fisherattr.bench.report.render` the rest.
 
+Parallel runs: ``workers = n`` starts n processes (each with its share of the
+CPU threads); worker k takes every n-th (image, method) pair and writes
+its own records file in the shared output folder. The parent then makes the
+ordinary serial pass, which finds everything cached (and retries what failed),
+and writes the results. ``shard = (k, n)`` runs one worker's share only: that
+way the shares can also run on separate machines sharing the folder.
+
 Example:
     >>> cfg = EvalConfig(model="efficientnet_lite0", methods=["saliency"], data="samples", out="ev")  # doctest: +SKIP
     >>> Evaluation(cfg).run()                                                                        # doctest: +SKIP
@@ -16,7 +23,7 @@ from __future__ import annotations
 import importlib
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -55,6 +62,9 @@ class EvalConfig:
     metric_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     device: Optional[str] = None
     progress: bool = True
+    workers: int = 1                       # processes; > 1 = parallel shares, then a collecting pass
+    shard: Optional[Tuple[int, int]] = None  # (k, n): run worker k's share of n only (k from 0)
+    plugins: List[str] = field(default_factory=list)  # modules to import in worker processes
 
 
 def import_plugins(modules: List[str]) -> None:
@@ -124,6 +134,12 @@ class Evaluation:
             raise UsageError(f"--target must be one of {', '.join(TARGET_RULES)}, got {config.target!r}")
         if int(config.batch_size) < 1:
             raise UsageError(f"--batch-size must be >= 1, got {config.batch_size}")
+        if int(config.workers) < 1:
+            raise UsageError(f"--workers must be >= 1, got {config.workers}")
+        if config.shard is not None:
+            k, n = config.shard
+            if not (n >= 1 and 0 <= k < n):
+                raise UsageError(f"--shard must be K/N with 1 <= K <= N, got {k + 1}/{n}")
         self.methods = list(dict.fromkeys(canonical_name(m) for m in config.methods))
         if not self.methods:
             raise UsageError("--methods: no method given")
@@ -146,7 +162,7 @@ class Evaluation:
                                          threshold=config.mosaic_threshold)
         if not self.mosaics and not config.metrics:  # not asked for explicitly: drop what cannot run
             self.metrics = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
-        self.store = ResultStore(config.out)
+        self.store = ResultStore(config.out, shard=config.shard)
         self.store.check_settings(self.fingerprint())
         self._methods: Dict[str, Any] = {}
         self.failures: List[dict] = []
@@ -222,23 +238,45 @@ class Evaluation:
                            "seconds": time.perf_counter() - t0, "outcome": out.to_json()})
 
     # ---------------------------------------------------------------- run
+    def mine(self, item: int, method: int) -> bool:
+        """Whether pair (item, method) belongs to this process's share (items: images, then mosaics).
+
+        Pairs are dealt out in turn, so that a few slow images still spread over every worker.
+        """
+        if self.cfg.shard is None:
+            return True
+        k, n = self.cfg.shard
+        return (item * len(self.methods) + method) % n == k
+
     def run(self) -> int:
+        """Compute everything missing, then write results and figures (a shard only computes)."""
         from .results import build_results
         from .report import render
 
+        started = time.time()
+        if int(self.cfg.workers) > 1 and self.cfg.shard is None:
+            run_workers(self.cfg)
+            self.store = ResultStore(self.cfg.out)  # now holding the workers' records too
+        items = list(enumerate(self.samples + self.mosaics))
+        work = {i: [m for j, m in enumerate(self.methods) if self.mine(i, j)] for i, _ in items}
+        samples = [(s, work[i]) for i, s in items[:len(self.samples)] if work[i]]
+        mosaics = [(s, work[i]) for i, s in items[len(self.samples):] if work[i]]
         plain = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
         grid = [m for m in self.metrics if get_metric(m).needs == "mosaic"]
-        total = len(self.samples) * len(self.methods) * (1 + len(plain))
-        total += len(self.methods) * sum(len(m.cells) + len(grid) for m in self.mosaics)
+        total = sum(len(ms) for _, ms in samples) * (1 + len(plain))
+        total += sum(len(ms) * (len(mo.cells) + len(grid)) for mo, ms in mosaics)
         with torch.no_grad():
-            top1 = [int(self.model(s.image.to(self._device())).argmax(1)[0]) for s in self.samples + self.mosaics]
-        started = time.time()
-        bar = tqdm(total=total, desc="evaluate", unit="step", disable=not self.cfg.progress, dynamic_ncols=True)
+            top1 = [int(self.model(s.image.to(self._device())).argmax(1)[0]) for s, _ in samples]
+        desc, position = "evaluate", None
+        if self.cfg.shard is not None:
+            desc, position = f"worker {self.cfg.shard[0] + 1}/{self.cfg.shard[1]}", self.cfg.shard[0]
+        bar = tqdm(total=total, desc=desc, unit="step", disable=not self.cfg.progress, dynamic_ncols=True,
+                   position=position)
         try:
-            for s, t1 in zip(self.samples, top1):
+            for (s, methods), t1 in zip(samples, top1):
                 self.store.save_image(s.name, s.image)
                 target = self.target_for(s, t1)
-                for m in self.methods:
+                for m in methods:
                     bar.set_postfix_str(f"{s.name} / {m}", refresh=False)
                     try:
                         a, _ = self.attribution(m, s.name, s.image, target)
@@ -253,9 +291,9 @@ class Evaluation:
                     for name in plain:
                         self._run_metric(name, ctx, s.name, m, target)
                         bar.update(1)
-            for mo in self.mosaics:
+            for mo, methods in mosaics:
                 self.store.save_image(mo.name, mo.image)
-                for m in self.methods:
+                for m in methods:
                     cells = []
                     try:
                         for k, c in enumerate(mo.cells):
@@ -274,6 +312,8 @@ class Evaluation:
                         bar.update(1)
         finally:
             bar.close()
+        if self.cfg.shard is not None:
+            return len(self.failures)
         build_results(self, wall_seconds=time.time() - started)
         render(self.cfg.out)
         return len(self.failures)
@@ -286,3 +326,36 @@ class Evaluation:
                              method=self.method(method), make_method=self.make_method(method),
                              preset=self.cfg.preset or "inputiba", seed=self.cfg.seed,
                              batch_size=self.cfg.batch_size, options=self.cfg.metric_options)
+
+
+def _worker(config: EvalConfig, shard: Tuple[int, int], threads: int) -> None:
+    """Entry point of one worker process (spawned): its share of the run, no results files."""
+    torch.set_num_threads(threads)
+    import_plugins(config.plugins)
+    cfg = replace(config, shard=shard, workers=1)
+    Evaluation(cfg).run()
+
+
+def run_workers(config: EvalConfig) -> None:
+    """Run ``config.workers`` worker processes to completion, sharing the CPU threads between them."""
+    import multiprocessing as mp
+
+    n = int(config.workers)
+    threads = max(1, torch.get_num_threads() // n)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(config, (k, n), threads), name=f"fisherattr-worker-{k + 1}")
+             for k in range(n)]
+    tqdm.write(f"evaluate: {n} worker processes, {threads} thread(s) each")
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    bad = [p.name for p in procs if p.exitcode != 0]
+    if bad:
+        tqdm.write(f"evaluate: {', '.join(bad)} stopped early; the collecting pass computes what is missing")

@@ -11,6 +11,9 @@ Layout of the output folder:
   result (and per attribution, ``metric = "_attribution"``, with its wall time),
   appended and ``fsync``-ed one line at a time. A torn last line left by a
   kill is ignored on reading and never merged with the next record.
+- ``records.shard-K-of-N.jsonl``: the same, written by worker K of N of a
+  parallel run (``--workers``/``--shard``); every store reads all record files,
+  and a successful record is never replaced by a failure of the same item.
 
 Example:
     >>> import tempfile
@@ -36,21 +39,36 @@ RECORDS = "records.jsonl"
 SETTINGS = "run.json"
 
 
+def shard_records_name(shard: Tuple[int, int]) -> str:
+    """File name of worker ``shard = (k, n)``'s records (k counted from 0)."""
+    return f"records.shard-{shard[0] + 1}-of-{shard[1]}.jsonl"
+
+
 def safe_name(name: str) -> str:
     """A file-system-safe version of an image or method name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "x"
 
 
 class ResultStore:
-    """Attribution cache and append-only result records under ``root``."""
+    """Attribution cache and append-only result records under ``root``.
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    ``shard = (k, n)``: this store appends to worker k's own records file, so that
+    n processes can share one folder; it still reads every worker's records.
+    """
+
+    def __init__(self, root: str | os.PathLike, shard: Optional[Tuple[int, int]] = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.path = self.root / RECORDS
+        self.path = self.root / (shard_records_name(shard) if shard else RECORDS)
         self._done: Dict[Tuple[str, str, str], dict] = {}
         for rec in self._read():
-            self._done[(rec["image"], rec["method"], rec["metric"])] = rec
+            self._keep(rec)
+
+    def _keep(self, rec: dict) -> None:
+        key = (rec["image"], rec["method"], rec["metric"])
+        old = self._done.get(key)
+        if old is None or "error" in old or "error" not in rec:
+            self._done[key] = rec
 
     def check_settings(self, settings: dict) -> None:
         """Record the run's settings on first use; refuse to resume a folder made with other settings."""
@@ -66,16 +84,25 @@ class ResultStore:
                 k = diff[0]
                 raise UsageError(f"{self.root} holds a run with other settings ({k}: {have.get(k)!r} there, "
                                  f"{want.get(k)!r} now); use another --out or the same settings to resume")
-        elif self.path.exists() and self.path.stat().st_size > 0:
+        elif any(f.stat().st_size > 0 for f in self.record_files()):
             raise UsageError(f"{self.root} holds results of unknown settings (no {SETTINGS}); use another --out")
         else:
             write_json(p, want)
 
     # --------------------------------------------------------------- records
+    def record_files(self) -> List[Path]:
+        """Every records file in the folder: the workers' first, the main one last."""
+        shards = sorted(self.root.glob("records.shard-*.jsonl"))
+        main = self.root / RECORDS
+        return shards + ([main] if main.exists() else [])
+
     def _read(self) -> Iterator[dict]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as f:
+        for path in self.record_files():
+            yield from self._read_file(path)
+
+    @staticmethod
+    def _read_file(path: Path) -> Iterator[dict]:
+        with open(path, encoding="utf-8") as f:
             for line in f:
                 line = line.strip()
                 if not line:
@@ -111,7 +138,7 @@ class ResultStore:
             f.write(line.encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
-        self._done[(record["image"], record["method"], record["metric"])] = json.loads(line)
+        self._keep(json.loads(line))
 
     # ---------------------------------------------------------- attributions
     def attribution_path(self, method: str, image: str) -> Path:

@@ -51,6 +51,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import", dest="plugins", action="append", default=[], metavar="MODULE",
                    help="import a module that registers extra methods or metrics; repeatable")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the model's device)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel worker processes sharing the CPU threads (default 1); each takes every N-th "
+                        "(image, method) pair and the run then collects their results")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="compute only share K of N (1 <= K <= N) into --out, without writing results; "
+                        "run the N shares anywhere, then once without --shard to collect")
     p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -70,6 +76,17 @@ def parse_metric_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def parse_shard(text: str) -> tuple:
+    """``"2/4"`` -> ``(1, 4)`` (worker index from 0, count)."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected K/N, e.g. 1/2") from None
+    if not (n >= 1 and 1 <= k <= n):
+        raise UsageError(f"--shard {text!r}: need 1 <= K <= N")
+    return k - 1, n
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench.runner import EvalConfig, Evaluation, import_plugins
     from .explain import parse_methods, parse_options
@@ -79,15 +96,20 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     metrics = [m for m in (args.metrics or "").split(",") if m.strip()] or None
+    shard = parse_shard(args.shard) if args.shard else None
     cfg = EvalConfig(methods=methods, out=args.out, model=args.model, data=args.data, metrics=metrics,
                      preset=args.preset, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
                      target=args.target, size=args.size, mosaics=args.mosaics,
                      mosaic_threshold=args.mosaic_threshold,
                      method_options={k: v for k, v in parse_options(args.option, methods).items() if v},
                      metric_options=parse_metric_options(args.metric_option), device=args.device,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, workers=args.workers, shard=shard,
+                     plugins=list(args.plugins))
     ev = Evaluation(cfg)
     failures = ev.run()
+    if shard is not None:
+        print(f"share {args.shard} done in {args.out}; run again without --shard to collect the results")
+        return 1 if failures else 0
     print(f"results: {args.out}/results.md, results.json, results.csv, figures/")
     md = (ev.store.root / "results.md").read_text(encoding="utf-8").split("\n## ")[0]
     print(md)
