@@ -153,6 +153,27 @@ def test_optimisation_trades_information_for_the_prediction(tiny_model, tiny_ima
     assert float(a_high.sum()) < float(a_low.sum())
 
 
+def test_tail_averaging_returns_the_mean_of_the_last_iterates(tiny_model, tiny_images) -> None:
+    # a run with k steps follows the first k steps of a longer run (same seed, same noise
+    # stream), so its final levels are the k-th iterate of the longer run
+    kw = dict(denoiser="gaussian", lr=0.2, noise_draws=1, adapter_width=4, info_draws=2, beta=1.0)
+    x = tiny_images[:1]
+    iterates = []
+    for k in range(7):
+        m = fisherattr.get_method("diffib", tiny_model, steps=k, **kw)
+        m.attribute(x)
+        iterates.append(m.last_levels)
+    assert not torch.allclose(iterates[3], iterates[6])  # the levels do move
+    avg = fisherattr.get_method("diffib", tiny_model, steps=6, average=0.5, **kw)
+    avg.attribute(x)
+    torch.testing.assert_close(avg.last_levels, torch.stack(iterates[3:]).mean(0), rtol=1e-5, atol=1e-5)
+    last = fisherattr.get_method("diffib", tiny_model, steps=6, average=0.0, **kw)
+    last.attribute(x)
+    torch.testing.assert_close(last.last_levels, iterates[6])
+    with pytest.raises(UsageError, match="average"):
+        fisherattr.get_method("diffib", tiny_model, average=1.5, **kw)
+
+
 def test_options_are_validated(tiny_model) -> None:
     with pytest.raises(UsageError, match="integration"):
         fisherattr.get_method("diffib", tiny_model, denoiser="gaussian", integration="pixelwise")

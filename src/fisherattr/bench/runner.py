@@ -53,7 +53,7 @@ class EvalConfig:
     preset: Optional[str] = None
     limit: Optional[int] = None
     seed: int = 0
-    batch_size: int = 64
+    batch_size: Optional[int] = None       # images per metric model call; None = automatic
     target: str = "auto"
     size: Optional[int] = None
     mosaics: Optional[int] = None          # None = automatic, 0 = none
@@ -132,7 +132,7 @@ class Evaluation:
             raise UsageError(f"unknown --preset {config.preset!r}; choose one of {', '.join(PRESET_METRICS)}")
         if config.target not in TARGET_RULES:
             raise UsageError(f"--target must be one of {', '.join(TARGET_RULES)}, got {config.target!r}")
-        if int(config.batch_size) < 1:
+        if config.batch_size is not None and int(config.batch_size) < 1:
             raise UsageError(f"--batch-size must be >= 1, got {config.batch_size}")
         if int(config.workers) < 1:
             raise UsageError(f"--workers must be >= 1, got {config.workers}")

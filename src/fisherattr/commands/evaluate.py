@@ -36,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, choices=["inputiba", "rise", "samp", "idgi"],
                    help="paper protocol: insertion/deletion preset and that paper's metric set")
     p.add_argument("--seed", type=int, default=0, help="seed for methods and metrics (default 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per model call inside metrics (default 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per model call inside metrics (default: automatic; on a CPU as many as "
+                        "fit four 224x224 images, on a GPU 64)")
     p.add_argument("--target", default="auto", choices=["auto", "top1", "label"],
                    help="auto: the label when known, else top-1 (default)")
     p.add_argument("--size", type=int, default=None, help="image size (default: the model's input size)")

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from ..batching import check_batch_size, resolve_batch_size
 from ..errors import InputError, UsageError
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
@@ -96,15 +97,15 @@ class AttributionMethod(ABC):
     #: True when the method's map is defined per pixel ([B,1,H,W]).
     per_pixel: bool = False
 
-    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: int = 16,
+    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: Optional[int] = 16,
                  progress: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if int(internal_batch_size) < 1:
-            raise UsageError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
+        check_batch_size(internal_batch_size, "internal_batch_size")
         self.model = model
         self.seed = int(seed)
-        self.internal_batch_size = int(internal_batch_size)
+        # None: forward-only methods choose from the image size and device (fisherattr.batching)
+        self.internal_batch_size = None if internal_batch_size is None else int(internal_batch_size)
         self.progress = bool(progress)
 
     # ------------------------------------------------------------------ public
@@ -134,6 +135,10 @@ class AttributionMethod(ABC):
         return out.detach()
 
     # --------------------------------------------------------------- helpers
+    def forward_batch(self, images: torch.Tensor) -> int:
+        """Images per forward-only model call: ``internal_batch_size``, or automatic when None."""
+        return resolve_batch_size(self.internal_batch_size, images, device=self.device)
+
     def generator(self, device: Optional[torch.device] = None, offset: int = 0) -> torch.Generator:
         g = torch.Generator(device=device or self.device)
         g.manual_seed(self.seed + offset)

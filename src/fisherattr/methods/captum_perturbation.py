@@ -74,7 +74,7 @@ class Occlusion(AttributionMethod):
     per_pixel = True
 
     def __init__(self, model: nn.Module, *, window: Optional[int] = None, stride: Optional[int] = None,
-                 baseline: str = "black", seed: int = 0, internal_batch_size: int = 16,
+                 baseline: str = "black", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.window = positive_int("window", window) if window is not None else None
@@ -92,7 +92,7 @@ class Occlusion(AttributionMethod):
                 x = images[i:i + 1]
                 a = occ.attribute(x, sliding_window_shapes=(x.shape[1], w, w), strides=(x.shape[1], s, s),
                                   baselines=baseline_image(self.model, x, self.baseline), target=target[i:i + 1],
-                                  perturbations_per_eval=self.internal_batch_size, show_progress=self.progress)
+                                  perturbations_per_eval=self.forward_batch(x), show_progress=self.progress)
                 outs.append(a[:, :1].detach())
         return torch.cat(outs).float()
 
@@ -103,7 +103,7 @@ class _SuperpixelSurrogate(AttributionMethod):
     per_pixel = True
 
     def __init__(self, model: nn.Module, *, n_samples: int, n_segments: int, compactness: float,
-                 baseline: str, seed: int, internal_batch_size: int, progress: bool) -> None:
+                 baseline: str, seed: int, internal_batch_size: Optional[int], progress: bool) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.n_samples = positive_int("n_samples", n_samples, minimum=2)
         self.n_segments = positive_int("n_segments", n_segments)
@@ -134,7 +134,7 @@ class _SuperpixelSurrogate(AttributionMethod):
                 with seeded_global_rng(self.seed, x.device):
                     a = explainer.attribute(x, baselines=base,
                                             target=target[i:i + 1], feature_mask=mask, n_samples=self.n_samples,
-                                            perturbations_per_eval=self.internal_batch_size,
+                                            perturbations_per_eval=self.forward_batch(x),
                                             return_input_shape=True, show_progress=self.progress)
                 outs.append(a[:, :1].detach())
         return torch.cat(outs).float()
@@ -163,7 +163,7 @@ class Lime(_SuperpixelSurrogate):
 
     def __init__(self, model: nn.Module, *, n_samples: int = 500, n_segments: int = 50, compactness: float = 10.0,
                  kernel_width: float = 0.25, alpha: float = 1.0, baseline: str = "black", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
+                 internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, n_samples=n_samples, n_segments=n_segments, compactness=compactness,
                          baseline=baseline, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.kernel_width = positive_float("kernel_width", kernel_width)
@@ -197,7 +197,7 @@ class KernelShap(_SuperpixelSurrogate):
     """
 
     def __init__(self, model: nn.Module, *, n_samples: int = 500, n_segments: int = 50, compactness: float = 10.0,
-                 baseline: str = "black", seed: int = 0, internal_batch_size: int = 16,
+                 baseline: str = "black", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, n_samples=n_samples, n_segments=n_segments, compactness=compactness,
                          baseline=baseline, seed=seed, internal_batch_size=internal_batch_size, progress=progress)

@@ -80,7 +80,7 @@ class HSICAttribution(AttributionMethod):
         designs: number of masks (paper: 1536).
         sampler: "sobol" (scrambled Sobol, default) or "lhs" (Latin hypercube), seeded by ``seed``.
         score: "prob" (softmax probability of the target, default) or "logit".
-        internal_batch_size: masked images per model call.
+        internal_batch_size: masked images per model call (None: automatic, see :mod:`fisherattr.batching`).
 
     Example:
         >>> hsic = HSICAttribution(model, designs=1536)   # doctest: +SKIP
@@ -90,7 +90,8 @@ class HSICAttribution(AttributionMethod):
     per_pixel = True
 
     def __init__(self, model: nn.Module, *, grid_size: int = 7, designs: int = 1536, sampler: str = "sobol",
-                 score: str = "prob", seed: int = 0, internal_batch_size: int = 64, progress: bool = False) -> None:
+                 score: str = "prob", seed: int = 0, internal_batch_size: Optional[int] = None,
+                 progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         check_positive("grid_size", grid_size, integer=True)
         check_positive("designs", designs, integer=True)
@@ -112,8 +113,9 @@ class HSICAttribution(AttributionMethod):
     def _scores(self, x: torch.Tensor, t: int, low: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         ys = []
-        for i in range(0, low.shape[0], self.internal_batch_size):
-            m = F.interpolate(low[i:i + self.internal_batch_size].to(x), size=(h, w), mode="nearest")
+        bs = self.forward_batch(x)
+        for i in range(0, low.shape[0], bs):
+            m = F.interpolate(low[i:i + bs].to(x), size=(h, w), mode="nearest")
             with torch.no_grad():
                 logits = self.model(x * m)
             val = logits.softmax(1) if self.score == "prob" else logits

@@ -281,30 +281,45 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                     adapter: str = "unet", steps: int = 60, lr: float = 0.05, beta: float = 1.0,
                     noise_draws: int = 2, generators: Sequence[torch.Generator], width: int = 8, seed: int = 0,
                     internal_batch_size: int = 16, progress: bool = False,
-                    state: State = None) -> Tuple[torch.Tensor, State, Dict[str, List[float]]]:
-    """Per-image optimisation; returns (final levels ``[B,C,H,W]``, state, history of mean CE/penalty).
+                    state: State = None, average: float = 0.0) -> Tuple[torch.Tensor, State, Dict[str, List[float]]]:
+    """Per-image optimisation; returns (levels ``[B,C,H,W]``, state, history of mean CE/penalty).
 
     Every image has its own adapter parameters and noise stream, and the loss is a
     sum over images, so a batch gives exactly what each image gives alone.
+
+    ``average``: the returned levels are the mean of the iterates over the last
+    ``average`` fraction of the steps (and the final one) instead of the final
+    iterate alone (tail iterate averaging, which damps the step-to-step noise of a
+    loss drawn with fresh noise every step); 0 = the final iterate.
     """
+    if not 0.0 <= float(average) <= 1.0:
+        raise UsageError(f"average must be in [0, 1], got {average}")
     x_diff = images * 2 - 1
     if state is None:
         state = strategy.prepare(images, generators)
     net = make_adapter(adapter, images, strategy.init_value, width, seed)
     opt = torch.optim.Adam(param_groups(net, lr), lr=lr)
     history: Dict[str, List[float]] = {"ce": [], "penalty": []}
+    first_averaged = int(steps) - int(round(float(average) * int(steps)))
+    total, count = None, 0
     flags = _frozen(model)
     try:
-        for _ in tqdm(range(int(steps)), desc=f"{type(strategy).__name__} levels", disable=not progress,
-                      leave=False):
+        for step in tqdm(range(int(steps)), desc=f"{type(strategy).__name__} levels", disable=not progress,
+                         leave=False):
             opt.zero_grad(set_to_none=True)
-            ce, pen = _loss_backward(model, strategy, net(images), x_diff, target, state, beta, noise_draws,
+            raw = net(images)
+            if step >= first_averaged and step > 0:  # the iterate reached by the previous step
+                lv = strategy.levels(raw.detach())
+                total, count = (lv if total is None else total + lv), count + 1
+            ce, pen = _loss_backward(model, strategy, raw, x_diff, target, state, beta, noise_draws,
                                      generators, internal_batch_size)
             opt.step()
             history["ce"].append(float(ce.mean()))
             history["penalty"].append(float(pen.mean()))
         with torch.no_grad():
             levels = strategy.levels(net(images))
+            if total is not None:
+                levels = (total + levels) / (count + 1)
     finally:
         _restore(model, flags)
     return levels.detach(), state, history
@@ -399,12 +414,14 @@ class LevelMethod(AttributionMethod):
         noise_draws: perturbations per step (averaged cross-entropy).
         adapter: ``"unet"`` (small U-Net, the papers') or ``"direct"`` (free per-feature logits).
         adapter_width: channels of the U-Net's first stage.
+        average: per-image mode: return the mean of the levels over the last ``average``
+            fraction of the steps (tail iterate averaging); 0 = the last step's levels.
     """
 
     def __init__(self, model: nn.Module, *, mode: str = "per-image", explainer: Optional[str] = None,
                  beta: float = 1.0, steps: int = 60, lr: float = 0.05, noise_draws: int = 2,
                  adapter: str = "unet", adapter_width: int = 8, seed: int = 0, internal_batch_size: int = 16,
-                 progress: bool = False) -> None:
+                 progress: bool = False, average: float = 0.0) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         mode = str(mode).replace("_", "-").lower()
         if mode in ("amortized", "amortised"):
@@ -421,6 +438,9 @@ class LevelMethod(AttributionMethod):
             raise UsageError(f"noise_draws must be >= 1, got {noise_draws}")
         if adapter not in ADAPTERS:
             raise UsageError(f"adapter must be one of {', '.join(ADAPTERS)}, got {adapter!r}")
+        if not 0.0 <= float(average) <= 1.0:
+            raise UsageError(f"average must be in [0, 1], got {average}")
+        self.average = float(average)
         if int(adapter_width) < 1:
             raise UsageError(f"adapter_width must be >= 1, got {adapter_width}")
         self.mode, self.beta, self.steps, self.lr = mode, float(beta), int(steps), float(lr)
@@ -463,7 +483,8 @@ class LevelMethod(AttributionMethod):
             levels, state, self.last_history = optimise_levels(
                 self.model, strategy, images, target, adapter=self.adapter, steps=self.steps, lr=self.lr,
                 beta=self.beta, noise_draws=self.noise_draws, generators=gens, width=self.adapter_width,
-                seed=self.seed, internal_batch_size=self.internal_batch_size, progress=self.progress)
+                seed=self.seed, internal_batch_size=self.internal_batch_size, progress=self.progress,
+                average=self.average)
         self.last_levels = levels
         with torch.no_grad():
             return strategy.attribution(levels, state, x_diff, gens)

@@ -11,7 +11,7 @@ sees the same masks (batch == single).
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -59,7 +59,7 @@ class RISE(AttributionMethod):
         n_masks: number of masks N (paper: 4000 for ResNet-50 / 8000 for VGG16; default 4000).
         grid_size: cells per side s (paper: 7).
         p: probability of keeping a cell (paper: 0.5).
-        internal_batch_size: masked images per model call.
+        internal_batch_size: masked images per model call (None: automatic, see :mod:`fisherattr.batching`).
 
     Example:
         >>> rise = RISE(model, n_masks=4000)   # doctest: +SKIP
@@ -69,7 +69,7 @@ class RISE(AttributionMethod):
     per_pixel = True
 
     def __init__(self, model: nn.Module, *, n_masks: int = 4000, grid_size: int = 7, p: float = 0.5,
-                 seed: int = 0, internal_batch_size: int = 64, progress: bool = False) -> None:
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         check_positive("n_masks", n_masks, integer=True)
         check_positive("grid_size", grid_size, integer=True)
@@ -81,9 +81,10 @@ class RISE(AttributionMethod):
         size = (images.shape[-2], images.shape[-1])
         masks = RiseMasks(self.n_masks, size, self.grid_size, self.p, self.generator())
         sal = torch.zeros(images.shape[0], 1, *size, device=images.device, dtype=torch.float64)
-        steps = range(0, self.n_masks, self.internal_batch_size)
+        bs = self.forward_batch(images)
+        steps = range(0, self.n_masks, bs)
         for start in tqdm(steps, desc="rise", disable=not self.progress):
-            m = masks.chunk(start, start + self.internal_batch_size).to(images)
+            m = masks.chunk(start, start + bs).to(images)
             for b in range(images.shape[0]):
                 with torch.no_grad():
                     prob = self.model(images[b:b + 1] * m).softmax(1)[:, target[b]]

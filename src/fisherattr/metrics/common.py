@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..batching import check_batch_size, resolve_batch_size
 from ..errors import InputError, UsageError
 from ..methods.base import Target, model_device, resolve_target
 
@@ -60,8 +61,9 @@ class Scorer:
     """Batched, counted, gradient-free calls of a classifier on [0,1]-space images.
 
     ``scores(x, target)`` returns the target's softmax probability (``kind="prob"``)
-    or logit, ``batch_size`` images per forward pass; :attr:`calls` counts images
-    passed through the model (one "model pass" = one image).
+    or logit, ``batch_size`` images per forward pass (``None``: chosen from the
+    image size and device by :func:`fisherattr.batching.forward_batch_size`);
+    :attr:`calls` counts images passed through the model (one "model pass" = one image).
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
@@ -70,19 +72,20 @@ class Scorer:
         (torch.Size([5]), 5)
     """
 
-    def __init__(self, model: nn.Module, batch_size: int = 64, kind: str = "prob") -> None:
-        if int(batch_size) < 1:
-            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, model: nn.Module, batch_size: Optional[int] = None, kind: str = "prob") -> None:
+        check_batch_size(batch_size)
         if kind not in SCORES:
             raise UsageError(f"score must be one of {', '.join(SCORES)}, got {kind!r}")
-        self.model, self.batch_size, self.kind, self.calls = model, int(batch_size), kind, 0
+        self.model, self.kind, self.calls = model, kind, 0
+        self.batch_size = None if batch_size is None else int(batch_size)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         dev = model_device(self.model)
+        bs = resolve_batch_size(self.batch_size, x, device=dev)
         outs = []
         with torch.no_grad():
-            for i in range(0, x.shape[0], self.batch_size):
-                outs.append(self.model(x[i:i + self.batch_size].to(dev)).float().cpu())
+            for i in range(0, x.shape[0], bs):
+                outs.append(self.model(x[i:i + bs].to(dev)).float().cpu())
         self.calls += int(x.shape[0])
         return torch.cat(outs)
 

@@ -18,7 +18,7 @@ from .common import Scorer, as_batch, targets_for
 
 def completeness_gap(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor,
                      baselines: Optional[torch.Tensor] = None, target: Target = None,
-                     score: str = "logit", batch_size: int = 64) -> torch.Tensor:
+                     score: str = "logit", batch_size: Optional[int] = None) -> torch.Tensor:
     """Relative completeness gap per image (``baselines`` default: black, like IG's default).
 
     Example:

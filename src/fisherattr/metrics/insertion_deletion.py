@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..batching import check_batch_size, resolve_batch_size
 from ..errors import InputError, UsageError
 from ..methods.base import Target, check_images, check_logits, model_device, resolve_target
 from ..models.classifier import normalized_zero
@@ -237,7 +238,7 @@ def _check_attributions(attributions: torch.Tensor, images: torch.Tensor) -> tor
 # ------------------------------------------------------------------- metric
 def insertion_deletion(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor,
                        target: Target = None, preset: Union[str, InsDelPreset] = "inputiba",
-                       batch_size: int = 64) -> InsDelResult:
+                       batch_size: Optional[int] = None) -> InsDelResult:
     """Insertion and deletion AUC of ``attributions`` for ``model`` on ``images`` under ``preset``.
 
     Args:
@@ -247,7 +248,8 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, attributions: tor
         attributions: ``[B,C,H,W]`` or per-pixel ``[B,1,H,W]``; pixels are ranked by the channel sum.
         target: None (top-1 on the clean image), an int or a ``[B]`` tensor.
         preset: a name in :data:`PRESETS` or an :class:`InsDelPreset`.
-        batch_size: images per model call.
+        batch_size: images per model call (``None``: from the image size and device,
+            :func:`fisherattr.batching.forward_batch_size`).
 
     Example:
         >>> r = insertion_deletion(model, x, maps, preset="rise")   # doctest: +SKIP
@@ -257,11 +259,10 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, attributions: tor
         if preset not in PRESETS:
             raise UsageError(f"unknown insertion/deletion preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
-    if int(batch_size) < 1:
-        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
-    batch_size = int(batch_size)
+    check_batch_size(batch_size)
     check_images(images, channels=getattr(model, "in_channels", None))
     device = model_device(model)
+    batch_size = resolve_batch_size(batch_size, images, device=device)
     x = images.detach().to(device, dtype=torch.float32).clone()
     a = _check_attributions(attributions, images).to(device)
 

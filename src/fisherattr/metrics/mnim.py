@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -69,7 +70,7 @@ def _composite(x: torch.Tensor, noise: torch.Tensor, pos: torch.Tensor, counts: 
 
 def mnim(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
          threshold: float = 0.9, noise: str = "gaussian", noise_std: float = 1.0, grid: int = 32,
-         resolution: int = 1, batch_size: int = 64, seed: int = 0) -> MNIMResult:
+         resolution: int = 1, batch_size: Optional[int] = None, seed: int = 0) -> MNIMResult:
     """MNIM for each image.
 
     Example:

@@ -187,7 +187,7 @@ def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, targ
         reference: Union[str, Callable[[np.ndarray], np.ndarray]] = "interp",
         information: Union[str, InfoFn] = "entropy",
         thresholds: Sequence[float] = THRESHOLDS, min_confidence: float = 0.8, n_points: int = 1000,
-        batch_size: int = 64, seed: int = 0) -> PICResult:
+        batch_size: Optional[int] = None, seed: int = 0) -> PICResult:
     """AIC and SIC for a batch of images.
 
     Example:

@@ -61,7 +61,7 @@ def _baseline(model: nn.Module, images: torch.Tensor, baseline: str) -> torch.Te
 
 def sensitivity_n(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
                   ns: Optional[Sequence[int]] = None, n_subsets: int = 100, baseline: str = "mean",
-                  score: str = "logit", batch_size: int = 64, seed: int = 0) -> SensitivityResult:
+                  score: str = "logit", batch_size: Optional[int] = None, seed: int = 0) -> SensitivityResult:
     """Sensitivity-N curves for each image.
 
     Example:
@@ -101,7 +101,7 @@ def sensitivity_n(model: nn.Module, images: torch.Tensor, attributions: torch.Te
 
 def mu_fidelity(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
                 fraction: float = 0.2, n_subsets: int = 128, baseline: str = "mean", score: str = "logit",
-                batch_size: int = 64, seed: int = 0) -> torch.Tensor:
+                batch_size: Optional[int] = None, seed: int = 0) -> torch.Tensor:
     """mu-Fidelity per image: the Pearson correlation at subset size ``fraction`` of the features.
 
     Example:

@@ -44,7 +44,7 @@ class MetricContext:
     cell_attributions: Optional[List[torch.Tensor]] = None  # mosaics: one [1,C,H,W] per cell
     preset: str = "inputiba"
     seed: int = 0
-    batch_size: int = 64
+    batch_size: Optional[int] = None         # None: automatic (fisherattr.batching)
     options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     previous: Dict[str, "Outcome"] = field(default_factory=dict)  # metrics already computed for this pair
 
