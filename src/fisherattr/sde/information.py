@@ -42,6 +42,7 @@ from typing import Callable, List, Optional, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
+from ..batching import forward_batch_size
 from ..errors import UsageError
 from . import quadrature
 from .schedules import Schedule, vp_perturb
@@ -90,7 +91,10 @@ def draw_noise(generators: Generators, like: torch.Tensor, draws: int, *, antith
     return torch.stack(out)
 
 
-def _rows(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int) -> torch.Tensor:
+def _rows(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+    """``fn`` over ``n`` rows, at most ``batch_size`` at a time, fewer on a CPU when rows like ``like``
+    are large (:func:`fisherattr.batching.forward_batch_size`: score models are memory bound there)."""
+    batch_size = forward_batch_size(like, cap=batch_size)
     return torch.cat([fn(slice(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
 
 
@@ -115,7 +119,7 @@ def mmse_curve(score_model, x_diff: torch.Tensor, log_snrs: torch.Tensor, draws:
         def err(s: slice) -> torch.Tensor:
             return (score_model.predict_eps(z[s], lam_rows[s]) - flat_eps[s]) ** 2
 
-        out[li] = _rows(err, z.shape[0], batch_size).view(b, m, *x_diff.shape[1:]).mean(1)
+        out[li] = _rows(err, z.shape[0], batch_size, z).view(b, m, *x_diff.shape[1:]).mean(1)
     return out
 
 
@@ -145,7 +149,7 @@ def fisher_curve(score_model, schedule: Schedule, x_diff: torch.Tensor, ts: torc
             cond = -(x_t[sl] - a * x0[sl]) / s ** 2
             return g2 * (score - cond) ** 2
 
-        out[li] = _rows(sq, z.shape[0], batch_size).view(b, m, *x_diff.shape[1:]).mean(1)
+        out[li] = _rows(sq, z.shape[0], batch_size, z).view(b, m, *x_diff.shape[1:]).mean(1)
     return out
 
 
