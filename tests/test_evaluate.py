@@ -272,3 +272,54 @@ def test_store_keeps_a_success_over_a_later_failure(tmp_path):
     ResultStore(tmp_path, shard=(1, 2)).append({"image": "b", "method": "m", "metric": "x", "outcome": {"v": 2}})
     st = ResultStore(tmp_path)
     assert st.get("a", "m", "x")["outcome"] == {"v": 1} and st.get("b", "m", "x")["outcome"] == {"v": 2}
+
+
+def _children(pid: int) -> list:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the worker processes")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_workers_stop_when_the_parent_is_killed(tmp_path, sig):
+    make_data(tmp_path / "data")
+    plugin(tmp_path, "fa_plugin_kill", "test-counting-kill")
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "FA_TEST_LOG": str(log), "FA_TEST_DELAY": "60", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fisherattr.cli", "evaluate", "--import", "fa_plugin_kill",
+           "--model", "fa_plugin_kill:make_model", "--methods", "test-counting-kill", "--data", str(tmp_path / "data"),
+           "--metrics", "mnim", "--workers", "2", "--out", str(tmp_path / "ev"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and calls(log) < 2:  # both workers are computing
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        workers = [w for w in workers if "spawn_main" in Path(f"/proc/{w}/cmdline").read_text(errors="replace")]
+        assert len(workers) == 2 and proc.poll() is None
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "worker processes outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -328,12 +328,42 @@ class Evaluation:
                              batch_size=self.cfg.batch_size, options=self.cfg.metric_options)
 
 
-def _worker(config: EvalConfig, shard: Tuple[int, int], threads: int) -> None:
+def _exit_with_parent(parent_pid: int, interval: float = 2.0) -> None:
+    """Stop this process (from a daemon thread) as soon as the parent process is gone."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent_pid:
+                os._exit(1)  # orphaned: the parent was killed; records on disk are complete lines
+
+    threading.Thread(target=watch, name="fisherattr-parent-watch", daemon=True).start()
+
+
+def _worker(config: EvalConfig, shard: Tuple[int, int], threads: int, parent_pid: int) -> None:
     """Entry point of one worker process (spawned): its share of the run, no results files."""
+    _exit_with_parent(parent_pid)
     torch.set_num_threads(threads)
     import_plugins(config.plugins)
     cfg = replace(config, shard=shard, workers=1)
     Evaluation(cfg).run()
+
+
+def _terminate_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread (so workers are stopped); returns an undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def run_workers(config: EvalConfig) -> None:
@@ -343,9 +373,12 @@ def run_workers(config: EvalConfig) -> None:
     n = int(config.workers)
     threads = max(1, torch.get_num_threads() // n)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, (k, n), threads), name=f"fisherattr-worker-{k + 1}")
-             for k in range(n)]
+    import os
+
+    procs = [ctx.Process(target=_worker, args=(config, (k, n), threads, os.getpid()),
+                         name=f"fisherattr-worker-{k + 1}") for k in range(n)]
     tqdm.write(f"evaluate: {n} worker processes, {threads} thread(s) each")
+    undo = _terminate_on_sigterm()
     try:
         for p in procs:
             p.start()
@@ -356,6 +389,7 @@ def run_workers(config: EvalConfig) -> None:
             if p.is_alive():
                 p.terminate()
                 p.join()
+        undo()
     bad = [p.name for p in procs if p.exitcode != 0]
     if bad:
         tqdm.write(f"evaluate: {', '.join(bad)} stopped early; the collecting pass computes what is missing")
