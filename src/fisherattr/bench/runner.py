@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..batching import check_batch_size
 from ..data.dataset import Sample
 from ..data.mosaics import MosaicSample, build_mosaics
 from ..data.sources import load_data, parse_spec
@@ -132,8 +133,7 @@ class Evaluation:
             raise UsageError(f"unknown --preset {config.preset!r}; choose one of {', '.join(PRESET_METRICS)}")
         if config.target not in TARGET_RULES:
             raise UsageError(f"--target must be one of {', '.join(TARGET_RULES)}, got {config.target!r}")
-        if config.batch_size is not None and int(config.batch_size) < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {config.batch_size}")
+        check_batch_size(config.batch_size, "--batch-size")
         if int(config.workers) < 1:
             raise UsageError(f"--workers must be >= 1, got {config.workers}")
         if config.shard is not None:
