@@ -53,6 +53,31 @@ def test_gaussian_prior_mmse_on_its_own_samples():
         assert float(got[i].mean()) == pytest.approx(want, rel=0.03)
 
 
+def test_gaussian_prior_exact_eps_error_is_the_monte_carlo_average():
+    """The closed-form noise average equals many Monte Carlo draws, per feature, on a real photo."""
+    import fisherattr
+
+    prior = GaussianPrior.default()
+    x = (fisherattr.load_image("coffee")[..., 80:112, 96:128] * 2 - 1).double()
+    g = torch.Generator().manual_seed(0)
+    for lam in (-4.0, 1.0, 6.0):
+        exact = prior.expected_eps_error(x, torch.tensor([lam], dtype=torch.float64))
+        a, s = torch.sigmoid(torch.tensor(lam)).sqrt(), torch.sigmoid(torch.tensor(-lam)).sqrt()
+        eps = torch.randn(8000, *x.shape[1:], generator=g, dtype=torch.float64)
+        err = (prior.predict_eps(a * x + s * eps, torch.full((8000,), lam, dtype=torch.float64)) - eps) ** 2
+        mc, sem = err.mean(0, keepdim=True), err.std(0, keepdim=True) / 8000 ** 0.5
+        assert float(exact.sum()) == pytest.approx(float(mc.sum()), rel=3e-3)
+        z = ((exact - mc) / sem).abs()
+        assert float(z.mean()) < 1.0 and float(z.max()) < 5.0  # within Monte Carlo error, feature by feature
+    # the curve uses it (no draws, no generator needed); exact=False goes back to draws
+    lams = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    curve = mmse_curve(prior, x, lams, draws=2)
+    torch.testing.assert_close(curve[1], prior.expected_eps_error(x, lams[1:].expand(1)))
+    drawn = mmse_curve(prior, x, lams, draws=2, exact=False, generators=[torch.Generator().manual_seed(1)])
+    assert not torch.allclose(drawn, curve) and float(drawn.mean()) == pytest.approx(float(curve.mean()), rel=0.1)
+    assert DiagonalGaussian(torch.zeros(3, 1, 1), torch.ones(3, 1, 1)).expected_eps_error(x, lams[:1]) is None
+
+
 def test_power_law_fit_recovers_the_exponent():
     prior = GaussianPrior(amplitude=(1e-3, 1e-3, 1e-3), gamma=(2.0, 2.4, 2.8), mean=(0.0,) * 3)
     h = w = 64

@@ -42,6 +42,16 @@ class ScoreModel(nn.Module, ABC):
     def forward(self, z: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
         return self.predict_eps(z, log_snr)
 
+    def expected_eps_error(self, x: torch.Tensor, log_snr: torch.Tensor) -> Optional[torch.Tensor]:
+        """Exact ``E_eps[(eps_hat(z) - eps)^2]`` per feature for ``z = a x + s eps``, or None.
+
+        ``x``: clean images ``[B,C,H,W]`` in diffusion space; ``log_snr``: one level per
+        image. Models that can compute the noise average in closed form (the analytic
+        Gaussian prior) return it, and the information curve then needs no noise draws;
+        learned models return None and are averaged over draws.
+        """
+        return None
+
     def check_serves(self, images: torch.Tensor, level_map: bool = False,
                      log_snr_range: Optional[Tuple[float, float]] = None) -> None:
         """Raise :class:`UsageError` if this model cannot serve ``images`` as asked."""

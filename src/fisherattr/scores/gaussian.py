@@ -179,6 +179,28 @@ class GaussianPrior(ScoreModel):
         out = torch.fft.irfft2(zf / (a * a * spec + s * s), s=(h, w), norm="ortho") * s
         return out.to(z.dtype)
 
+    def expected_eps_error(self, x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+        """Exact per-feature ``E_eps[(eps_hat(a x + s eps) - eps)^2]`` (no noise draws).
+
+        The Wiener filter ``L`` is linear, so the error is ``(I - s^2 L) eps - a s L(x - m)``:
+        white noise through a stationary filter, whose variance at every pixel is the mean
+        over frequencies of ``(a^2 S / (a^2 S + s^2))^2``, plus the square of the filtered
+        image (the two are uncorrelated because ``eps`` has mean zero).
+        """
+        lam = torch.as_tensor(log_snr, device=x.device)
+        if lam.dim() > 1:
+            raise UsageError("GaussianPrior takes one noise level per image; use integration='grid'")
+        h, w = x.shape[-2], x.shape[-1]
+        dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        a, s = _levels(lam, x.to(dt))
+        full = self.spectrum(h, w, dt, x.device).unsqueeze(0)                  # [1,C,H,W]
+        noise_part = ((a * a * full) / (a * a * full + s * s)).square().mean(dim=(-2, -1), keepdim=True)
+        spec = full[..., : w // 2 + 1]
+        mean = self.mean_colour.to(device=x.device, dtype=dt).view(1, -1, 1, 1)
+        xf = torch.fft.rfft2(x.to(dt) - mean, norm="ortho")
+        signal_part = torch.fft.irfft2(xf / (a * a * spec + s * s), s=(h, w), norm="ortho") * (a * s)
+        return (noise_part + signal_part.square()).to(x.dtype)
+
     def pixel_variance(self, h: int, w: int) -> torch.Tensor:
         """Per-channel pixel variance of the prior at size ``h x w`` (diffusion space)."""
         return self.spectrum(h, w, torch.float64).mean(dim=(1, 2))

@@ -101,15 +101,27 @@ def _rows(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int, like: to
 @torch.no_grad()
 def mmse_curve(score_model, x_diff: torch.Tensor, log_snrs: torch.Tensor, draws: int = 4,
                generators: Generators = None, *, antithetic: bool = False, noise: Optional[NoiseFn] = None,
-               batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+               batch_size: int = 16, progress: bool = False, exact: bool = True) -> torch.Tensor:
     """Per-feature eps squared error ``[L, B, C, H, W]`` at each log-SNR (whole image at one level).
 
     ``x_diff``: images in diffusion space ``[B,C,H,W]``; ``log_snrs``: ``[L]``.
     Score-model calls are batched ``batch_size`` rows at a time (memory bound).
+    With ``exact=True`` (default) and Gaussian noise, a score model that knows the
+    noise average in closed form (``ScoreModel.expected_eps_error``, e.g. the analytic
+    Gaussian prior) supplies it instead of ``draws`` Monte Carlo draws: the curve is
+    then free of sampling noise and no generator is consumed.
     """
     lams = torch.as_tensor(log_snrs, dtype=x_diff.dtype, device=x_diff.device).reshape(-1)
     b, m = x_diff.shape[0], int(draws)
     out = torch.empty((lams.numel(), *x_diff.shape), dtype=x_diff.dtype, device=x_diff.device)
+    closed = getattr(score_model, "expected_eps_error", None)
+    if exact and noise is None and not antithetic and callable(closed):
+        first = closed(x_diff, lams[0].expand(b))
+        if first is not None:
+            out[0] = first
+            for li in range(1, lams.numel()):
+                out[li] = closed(x_diff, lams[li].expand(b))
+            return out
     for li in tqdm(range(lams.numel()), desc="mmse curve", disable=not progress, leave=False):
         eps = draw_noise(generators, x_diff, m, antithetic=antithetic, noise=noise)  # [B,M,C,H,W]
         z = vp_perturb(x_diff[:, None], lams[li], eps).flatten(0, 1)
