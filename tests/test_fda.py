@@ -255,3 +255,20 @@ def test_train_explainer_command(patch_images, tmp_path):
                  "--out", str(out), "--option", "nodes"]) == 2
     assert main(["train-explainer", "--method", "saliency", "--model", "test_fda:make_patch_classifier",
                  "--data", str(data), "--out", str(out)]) == 2
+
+
+def test_default_vp_schedule_may_use_a_denoiser_trained_on_minus_10_to_10(tiny_model, tiny_images):
+    # lam(1) = -10.05 for the standard VP schedule: within the noisy-end slack, so no error
+    from fisherattr.scores.noise_map import DenoiserConfig, NoiseMapDenoiser
+
+    den = NoiseMapDenoiser(DenoiserConfig(width=4))
+    assert den.log_snr_range == (-10.0, 10.0)
+    for integration in ("grid", "pixelwise"):
+        fda = fisherattr.get_method("fda", tiny_model, score_model=den, integration=integration, steps=2,
+                                    curve_draws=1, nodes=4)
+        a = fda.attribute(tiny_images[:1])
+        assert a.shape == (1, 3, 16, 16) and torch.isfinite(a).all() and (a >= 0).all()
+    # beyond the slack it is still an error
+    den.log_snr_range = (-9.0, 10.0)
+    with pytest.raises(UsageError, match="noisy end may extend"):
+        fisherattr.get_method("fda", tiny_model, score_model=den, steps=2).attribute(tiny_images[:1])

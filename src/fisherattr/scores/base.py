@@ -18,6 +18,14 @@ import torch.nn as nn
 
 from ..errors import UsageError
 
+#: How far (in log-SNR) below a model's trained minimum a method may still ask for
+#: levels. Backends clamp their level input to the trained range, and the information
+#: a feature of variance ``v`` carries below log-SNR ``lo`` is at most ``v * e^lo / 2``
+#: nats (eps-MMSE <= SNR * v), so for the usual ``lo ~ -10`` the neglected part is below
+#: 3e-5 nats per feature. This lets the standard VP schedule (``lam(1) = -10.05``)
+#: use a denoiser trained on [-10, 10]. The clean end gets no slack.
+NOISY_END_SLACK = 0.5
+
 
 class ScoreModel(nn.Module, ABC):
     """A frozen eps-predictor ``eps_hat(z, log_snr)``.
@@ -66,6 +74,7 @@ class ScoreModel(nn.Module, ABC):
                              "use integration='grid' or a noise-map denoiser")
         if log_snr_range is not None:
             lo, hi = self.log_snr_range
-            if log_snr_range[0] < lo - 1e-6 or log_snr_range[1] > hi + 1e-6:
+            if log_snr_range[0] < lo - NOISY_END_SLACK - 1e-6 or log_snr_range[1] > hi + 1e-6:
                 raise UsageError(f"log-SNR range [{log_snr_range[0]:.2f}, {log_snr_range[1]:.2f}] is outside "
-                                 f"what score model {name} was trained on [{lo:.2f}, {hi:.2f}]")
+                                 f"what score model {name} was trained on [{lo:.2f}, {hi:.2f}] "
+                                 f"(the noisy end may extend {NOISY_END_SLACK} below it)")
