@@ -20,13 +20,59 @@ import numpy as np  # noqa: E402
 from ..io_utils import save_figure  # noqa: E402
 
 
+#: Up to this many methods the legend sits inside each axis; beyond it one shared
+#: legend goes to the right of the figure, outside the curves.
+INSIDE_LEGEND_MAX = 8
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def method_styles(methods: List[str]) -> Dict[str, Dict[str, Any]]:
+    """A distinct (colour, line style, marker) per method, stable for a given method list.
+
+    Colours come from the 20-colour ``tab20`` map (then ``tab20b``), so up to 40 methods
+    get different colours; line styles and markers also vary, so curves stay apart in
+    grey-scale print.
+
+    Example:
+        >>> s = method_styles(["fda", "ig", "saliency"])
+        >>> s["fda"]["color"] != s["ig"]["color"]
+        True
+    """
+    cmaps = [matplotlib.colormaps["tab20"], matplotlib.colormaps["tab20b"]]
+    out: Dict[str, Dict[str, Any]] = {}
+    for i, m in enumerate(sorted(methods)):
+        cmap = cmaps[(i // 20) % 2]
+        # tab20 pairs a dark and a light shade: take the dark ones first, then the light
+        j = i % 20
+        colour = cmap((2 * j) % 20 + (1 if j >= 10 else 0))
+        out[m] = dict(color=colour, linestyle=_LINESTYLES[i % len(_LINESTYLES)],
+                      marker=_MARKERS[(i // len(_LINESTYLES)) % len(_MARKERS)])
+    return out
+
+
 def _save(fig, path: Path) -> Path:
-    for ax in fig.axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+    labelled = [ax for ax in fig.axes if ax.get_legend_handles_labels()[0]]
+    if labelled:
+        handles, labels = labelled[0].get_legend_handles_labels()
+        if len(labels) <= INSIDE_LEGEND_MAX:
+            for ax in labelled:
+                ax.legend(fontsize=8)
+        else:  # one legend for the whole figure, outside the axes
+            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                       ncol=1 if len(labels) <= 24 else 2, frameon=False)
     save_figure(path, fig)
     plt.close(fig)
     return path
+
+
+def _line(ax, x, y, style: Dict[str, Any], label: str, markers: bool = False) -> None:
+    kw = dict(style)
+    if markers:
+        kw["markersize"] = 4
+    else:
+        kw.pop("marker", None)
+    ax.plot(x, y, label=label, linewidth=1.3, **kw)
 
 
 def insdel_curves(results: Dict[str, Any], path: Path) -> Optional[Path]:
@@ -36,12 +82,13 @@ def insdel_curves(results: Dict[str, Any], path: Path) -> Optional[Path]:
         return None
     has_del = any(a.get("deletion") for a in agg.values())
     fig, axes = plt.subplots(1, 2 if has_del else 1, figsize=(10 if has_del else 5, 4), squeeze=False)
+    styles = method_styles(list(agg))
     for m, a in agg.items():
         x = a["fractions"]
         if a.get("insertion") and x:
-            axes[0][0].plot(x, a["insertion"], label=m)
+            _line(axes[0][0], x, a["insertion"], styles[m], m)
         if has_del and a.get("deletion") and x:
-            axes[0][1].plot(x, a["deletion"], label=m)
+            _line(axes[0][1], x, a["deletion"], styles[m], m)
     preset = results["settings"].get("preset", "")
     axes[0][0].set_title(f"insertion ({preset})")
     if has_del:
@@ -59,9 +106,10 @@ def randomisation_plot(results: Dict[str, Any], path: Path) -> Optional[Path]:
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     labels: List[str] = []
+    styles = method_styles(list(agg))
     for m, a in agg.items():
         if a.get("ssim"):
-            ax.plot(range(len(a["ssim"])), a["ssim"], marker="o", label=m)
+            _line(ax, range(len(a["ssim"])), a["ssim"], styles[m], m, markers=True)
             labels = a["layers"] if len(a["layers"]) > len(labels) else labels
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
@@ -77,11 +125,12 @@ def pic_plot(results: Dict[str, Any], path: Path) -> Optional[Path]:
     if not agg:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    styles = method_styles(list(agg))
     for m, a in agg.items():
         for ax, key in zip(axes, ("sic_curve", "aic_curve")):
             y = np.asarray([np.nan if v is None else v for v in a[key]], dtype=float)
             if np.isfinite(y).any():
-                ax.plot(np.linspace(0, 1, len(y)), y, label=m)
+                _line(ax, np.linspace(0, 1, len(y)), y, styles[m], m)
     for ax, t in zip(axes, ("SIC (median)", "AIC (mean)")):
         ax.set_title(t)
         ax.set_xlabel("normalised information")
@@ -94,8 +143,9 @@ def sensitivity_plot(results: Dict[str, Any], path: Path) -> Optional[Path]:
     if not agg:
         return None
     fig, ax = plt.subplots(figsize=(5, 4))
+    styles = method_styles(list(agg))
     for m, a in agg.items():
-        ax.plot(a["ns"], [np.nan if v is None else v for v in a["correlation"]], marker="o", label=m)
+        _line(ax, a["ns"], [np.nan if v is None else v for v in a["correlation"]], styles[m], m, markers=True)
     ax.set_xscale("log")
     ax.set_xlabel("N (features removed)")
     ax.set_ylabel("Pearson correlation")
