@@ -323,3 +323,13 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_methods_all_means_every_registered_method() -> None:
+    from fisherattr.commands.explain import parse_methods
+    from fisherattr.methods.registry import list_methods
+
+    names, explicit = parse_methods(["all"])
+    assert explicit and names == list_methods() and len(names) >= 25
+    names, _ = parse_methods(["saliency,ALL"])  # no duplicates, order kept
+    assert names[0] == "saliency" and sorted(names) == sorted(list_methods())

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier name or path (default: efficientnet_lite0; the shipped synthetic "
                         "classifier for --data synthetic)")
     p.add_argument("--methods", "--method", "-m", action="append", default=None, metavar="M[,M2...]",
-                   help="methods to evaluate (comma-separated or repeated; default: the explain defaults installed)")
+                   help="methods to evaluate (comma-separated or repeated; 'all' = every registered method; "
+                        "default: the explain defaults installed)")
     p.add_argument("--metrics", default=None, metavar="X[,Y...]",
                    help="metrics (see `fisherattr list metrics`; default: every metric the data allows, "
                         "or the preset's set)")

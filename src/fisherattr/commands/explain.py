@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("images", nargs="*", help="image files or sample photo names (default: the shipped samples)")
     p.add_argument("--method", "-m", action="append", default=None, metavar="M[,M2...]",
-                   help="methods to run (repeat or comma-separate; default: "
+                   help="methods to run (repeat or comma-separate; 'all' = every registered method; default: "
                         f"{', '.join(DEFAULT_METHODS)} when installed)")
     p.add_argument("--model", default=None, help="classifier name or path (default: efficientnet_lite0)")
     p.add_argument("--target", default="auto", help="auto (top-1), a class index, or a class name")
@@ -108,7 +108,15 @@ def parse_methods(specs: Optional[List[str]]) -> Tuple[List[str], bool]:
             raise UsageError(f"none of the default methods ({', '.join(DEFAULT_METHODS)}) is installed; "
                              "choose one with --method")
         return list(dict.fromkeys(names)), False
-    names = [canonical_name(s) for spec in specs for s in spec.split(",") if s.strip()]
+    from ..methods.registry import list_methods
+
+    names = []
+    for spec in specs:
+        for s in spec.split(","):
+            if s.strip().lower() == "all":  # every registered method
+                names.extend(list_methods())
+            elif s.strip():
+                names.append(canonical_name(s))
     if not names:
         raise UsageError("--method: no method given")
     return list(dict.fromkeys(names)), True
