@@ -48,3 +48,25 @@ def test_many_methods_share_one_legend_outside_the_axes(tmp_path) -> None:
     n_fig_legends, axis_legends = captured["legends"]
     assert n_fig_legends == 0 and axis_legends[0] is not None
     assert matplotlib.get_backend().lower() == "agg"
+
+
+def test_compact_table_sorts_best_first_in_each_columns_direction() -> None:
+    import pytest
+
+    from fisherattr.bench.report import compact_table
+    from fisherattr.errors import UsageError
+
+    res = {"settings": {"methods": ["a", "b", "c"]},
+           "columns": [{"metric": "ehr", "column": "ehr", "higher_is_better": True},
+                       {"metric": "mnim", "column": "mnim", "higher_is_better": False}],
+           "summary": {"a": {"ehr": {"value": 0.2, "sem": 0.01}, "mnim": {"value": 0.9}},
+                       "b": {"ehr": {"value": 0.7, "sem": 0.02}, "mnim": {"value": 0.3}},
+                       "c": {"ehr": {"value": None}, "mnim": {"value": 0.1}}}}
+    rows = compact_table(res, ["ehr", "mnim"]).splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows] == ["b", "a", "c"]  # higher EHR first, missing last
+    assert rows[2].split("|")[2].strip() == "-"
+    rows = compact_table(res, ["ehr", "mnim"], sort="mnim", sem=True).splitlines()
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["c", "b", "a"]  # lower MNIM first
+    assert "0.700 ± 0.020" in rows[3]
+    with pytest.raises(UsageError, match="unknown column"):
+        compact_table(res, ["wsl_auc"])

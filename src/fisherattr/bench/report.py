@@ -87,6 +87,41 @@ def markdown(res: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compact_table(res: Dict[str, Any], columns: List[str], sort: str | None = None, sem: bool = False) -> str:
+    """A markdown table of chosen columns (keys of ``results.json``'s ``columns``), best first by ``sort``.
+
+    Example:
+        >>> print(compact_table(load_results("eval"), ["ehr", "seg_ratio"], sort="ehr"))  # doctest: +SKIP
+    """
+    known = {c["column"]: c for c in res["columns"]}
+    for c in columns + ([sort] if sort else []):
+        if c not in known:
+            raise UsageError(f"unknown column {c!r}; this evaluation has: {', '.join(known)}")
+    if not columns:
+        raise UsageError("no column given")
+    sort = sort or columns[0]
+    up = known[sort]["higher_is_better"]
+
+    def value(m: str, c: str):
+        return res["summary"].get(m, {}).get(c, {}).get("value")
+
+    methods = list(res["settings"]["methods"])
+    methods.sort(key=lambda m: (value(m, sort) is None, -(value(m, sort) or 0) if up else (value(m, sort) or 0)))
+    head = ["method"] + [f"{LABELS.get(c, c)} {'↑' if known[c]['higher_is_better'] else '↓'}" for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        cells = []
+        for c in columns:
+            s = res["summary"].get(m, {}).get(c, {})
+            v = s.get("value")
+            txt = "-" if v is None else f"{v:.3f}"
+            if sem and v is not None and s.get("sem") is not None:
+                txt += f" ± {s['sem']:.3f}"
+            cells.append(txt)
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def summary_csv(res: Dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
