@@ -1,7 +1,6 @@
 """Figure helpers of an evaluation: distinct method styles and a readable legend."""
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 
 from fisherattr.bench import plots
@@ -16,7 +15,7 @@ def test_every_method_gets_its_own_colour_up_to_forty() -> None:
     assert plots.method_styles(list(reversed(methods)))["m07"] == styles["m07"]
 
 
-def test_many_methods_share_one_legend_outside_the_axes(tmp_path) -> None:
+def test_many_methods_share_one_legend_outside_the_axes(tmp_path, monkeypatch) -> None:
     names = [f"method-{i}" for i in range(25)]
     agg = {m: {"randomisation": {"ssim": [0.5, 0.4 - i / 100, 0.3], "layers": ["a", "b", "c"]}}
            for i, m in enumerate(names)}
@@ -28,26 +27,19 @@ def test_many_methods_share_one_legend_outside_the_axes(tmp_path) -> None:
         captured["legends"] = (len(fig.legends), [ax.get_legend() for ax in fig.axes])
         return real_save(path, fig)
 
-    plots.save_figure = keep
-    try:
-        out = plots.randomisation_plot({"aggregates": agg}, tmp_path / "r.png")
-    finally:
-        plots.save_figure = real_save
+    monkeypatch.setattr(plots, "save_figure", keep)
+    out = plots.randomisation_plot({"aggregates": agg}, tmp_path / "r.png")
     assert out is not None and out.stat().st_size > 0
     n_fig_legends, axis_legends = captured["legends"]
     assert n_fig_legends == 1 and all(lg is None for lg in axis_legends)
     labels = [t.get_text() for t in captured["fig"].legends[0].get_texts()]
     assert sorted(labels) == sorted(names)
 
-    few = {m: agg[m] for m in names[:3]}
-    plots.save_figure = keep
-    try:
-        plots.randomisation_plot({"aggregates": few}, tmp_path / "r3.png")
-    finally:
-        plots.save_figure = real_save
+    # three methods: a legend inside the axis, none on the figure
+    plots.randomisation_plot({"aggregates": {m: agg[m] for m in names[:3]}}, tmp_path / "r3.png")
     n_fig_legends, axis_legends = captured["legends"]
-    assert n_fig_legends == 0 and axis_legends[0] is not None
-    assert matplotlib.get_backend().lower() == "agg"
+    assert n_fig_legends == 0
+    assert [t.get_text() for t in axis_legends[0].get_texts()] == names[:3]
 
 
 def test_compact_table_sorts_best_first_in_each_columns_direction() -> None:
@@ -60,7 +52,7 @@ def test_compact_table_sorts_best_first_in_each_columns_direction() -> None:
            "columns": [{"metric": "ehr", "column": "ehr", "higher_is_better": True},
                        {"metric": "mnim", "column": "mnim", "higher_is_better": False}],
            "summary": {"a": {"ehr": {"value": 0.2, "sem": 0.01}, "mnim": {"value": 0.9}},
-                       "b": {"ehr": {"value": 0.7, "sem": 0.02}, "mnim": {"value": 0.3}},
+                       "b": {"ehr": {"value": 0.7, "mean": 0.7, "sem": 0.02, "n": 3}, "mnim": {"value": 0.3}},
                        "c": {"ehr": {"value": None}, "mnim": {"value": 0.1}}}}
     rows = compact_table(res, ["ehr", "mnim"]).splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["b", "a", "c"]  # higher EHR first, missing last
@@ -70,3 +62,21 @@ def test_compact_table_sorts_best_first_in_each_columns_direction() -> None:
     assert "0.700 ± 0.020" in rows[3]
     with pytest.raises(UsageError, match="unknown column"):
         compact_table(res, ["wsl_auc"])
+
+
+def test_report_table_piped_into_a_closed_pipe_exits_quietly(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    methods = [f"m{i}" for i in range(3000)]  # enough lines to overflow the pipe buffer
+    res = {"settings": {"methods": methods},
+           "columns": [{"metric": "ehr", "column": "ehr", "higher_is_better": True}],
+           "summary": {m: {"ehr": {"value": i / 3000}} for i, m in enumerate(methods)}}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    p = subprocess.Popen([sys.executable, "-m", "fisherattr.cli", "report", str(tmp_path), "--columns", "ehr"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()  # like `| head -1`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and first.startswith(b"| method") and "Traceback" not in err, err

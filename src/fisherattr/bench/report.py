@@ -113,11 +113,10 @@ def compact_table(res: Dict[str, Any], columns: List[str], sort: str | None = No
         cells = []
         for c in columns:
             s = res["summary"].get(m, {}).get(c, {})
-            v = s.get("value")
-            txt = "-" if v is None else f"{v:.3f}"
-            if sem and v is not None and s.get("sem") is not None:
-                txt += f" ± {s['sem']:.3f}"
-            cells.append(txt)
+            if sem:
+                cells.append(_fmt(s, s.get("n", 0)))  # value ± sem, as in results.md
+            else:
+                cells.append("-" if s.get("value") is None else f"{s['value']:.3f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
