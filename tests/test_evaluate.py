@@ -333,3 +333,45 @@ def test_methods_all_means_every_registered_method() -> None:
     assert explicit and names == list_methods() and len(names) >= 25
     names, _ = parse_methods(["saliency,ALL"])  # no duplicates, order kept
     assert names[0] == "saliency" and sorted(names) == sorted(list_methods())
+
+
+def test_report_summarises_an_unfinished_run_over_its_finished_images(tmp_path, capsys) -> None:
+    from fisherattr.cli import main
+
+    def rec(img, meth, metric, **values):
+        if metric == "_attribution":
+            return {"image": img, "method": meth, "metric": metric, "seconds": 0.5}
+        return {"image": img, "method": meth, "metric": metric, "seconds": 0.1,
+                "outcome": {"values": values, "curves": {}, "extra": {}, "skip": None}}
+
+    shard1, shard2 = [], []
+    for i, img in enumerate(["i1", "i2"]):
+        for meth, base in (("a", 0.2), ("b", 0.6)):
+            shard1 += [rec(img, meth, "_attribution"), rec(img, meth, "mnim", mnim=base + i / 10),
+                       rec(img, meth, "ehr", ehr=1 - base - i / 10)]
+    shard2 += [rec("i3", "a", "_attribution"), rec("i3", "a", "mnim", mnim=0.0), rec("i3", "a", "ehr", ehr=1.0),
+               rec("i3", "b", "_attribution"), rec("i3", "b", "mnim", mnim=0.0)]  # b's ehr not yet done
+    shard2 += [rec("mosaic-000", "a", "grid_pointing", grid_pointing=0.75)]  # b not yet done: not counted
+    (tmp_path / "records.shard-1-of-2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shard1))
+    (tmp_path / "records.shard-2-of-2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in shard2) + '{"torn')
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "data": "synthetic:3", "seed": 0,
+                                                   "target": "auto", "preset": None}))
+    assert main(["report", str(tmp_path), "--columns", "mnim,ehr"]) == 0
+    out, err = capsys.readouterr()
+    assert "partial: 2 finished items (4 started)" in err
+    rows = [r.split("|") for r in out.splitlines()[2:]]
+    # means over i1 and i2 only: a's MNIM (0.2 + 0.3) / 2, b's (0.6 + 0.7) / 2; lower MNIM first
+    assert [r[1].strip() for r in rows] == ["a", "b"]
+    assert [r[2].strip() for r in rows] == ["0.250", "0.650"] and [r[3].strip() for r in rows] == ["0.750", "0.350"]
+    # the full render works on it too and says the table is partial; a finished run is not called partial
+    assert main(["report", str(tmp_path), "--no-figures"]) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "Partial: the run has not finished" in md and "2 images;" in md
+    (tmp_path / "results.json").write_text(json.dumps({"settings": {"methods": ["a"]}, "columns": [
+        {"metric": "mnim", "column": "mnim", "higher_is_better": False}], "summary": {"a": {"mnim": {"value": 0.5}}}}))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--columns", "mnim"]) == 0
+    out, err = capsys.readouterr()
+    assert "0.500" in out and "partial" not in err
+    assert main(["report", str(tmp_path / "empty"), "--columns", "mnim"]) != 0
+    assert "no results.json and no records" in capsys.readouterr().err

@@ -23,10 +23,14 @@ LABELS = {"insertion": "Insertion", "deletion": "Deletion", "difauc": "DifAUC", 
           "wsl_f1": "WSL F1", "wsl_mae": "WSL MAE", "grid_pointing": "Grid pointing"}
 
 
-def load_results(root: str | os.PathLike) -> Dict[str, Any]:
+def load_results(root: str | os.PathLike, partial: bool = False) -> Dict[str, Any]:
+    """``root/results.json``; or, when the run has not finished (no results.json) or ``partial`` is set,
+    a summary of its records so far (:func:`~fisherattr.bench.results.partial_results`)."""
     p = Path(root) / RESULTS
-    if not p.exists():
-        raise UsageError(f"{p}: no results.json (run `fisherattr evaluate --out {root}` first)")
+    if partial or not p.exists():
+        from .results import partial_results
+
+        return partial_results(root)
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -56,6 +60,9 @@ def markdown(res: Dict[str, Any]) -> str:
              f"; insertion/deletion preset `{st['preset']}`; target rule `{st['target_rule']}`; seed {st['seed']}.",
              "Cells: mean ± standard error over images (n shown when some images were skipped); "
              "SIC/AIC: AUC of the median/mean curve. Arrows: which way is better.", ""]
+    if res.get("partial"):
+        lines[2:2] = [f"**Partial: the run has not finished.** This table covers the {res['partial']['images']} "
+                      f"items every method has finished ({res['partial']['started']} started so far).", ""]
     head = ["method"] + [f"{LABELS.get(c['column'], c['column'])} {'↑' if c['higher_is_better'] else '↓'}"
                          for c in cols] + ["s / image"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -144,12 +151,15 @@ def per_image_csv(res: Dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def render(root: str | os.PathLike, figures: bool = True) -> List[Path]:
-    """Write md/csv (and figures) next to ``results.json``; returns the paths written."""
+def render(root: str | os.PathLike, figures: bool = True, partial: bool = False) -> List[Path]:
+    """Write md/csv (and figures) next to ``results.json``; returns the paths written.
+
+    An unfinished run (no results.json, or ``partial``) is summarised from its records so far.
+    """
     from .plots import all_figures
 
     root = Path(root)
-    res = load_results(root)
+    res = load_results(root, partial=partial)
     out = [write_text(root / "results.md", markdown(res)), write_text(root / "results.csv", summary_csv(res)),
            write_text(root / "per_image.csv", per_image_csv(res))]
     if figures:

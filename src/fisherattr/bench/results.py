@@ -9,6 +9,9 @@ better), ``per_image[method][image][column]``, ``summary[method][column]``
 PIC curves, randomisation SSIM per layer, Sensitivity-N per N),
 ``wall_times`` (seconds per image: attribution and each metric) and ``failures``.
 
+:func:`partial_results` builds the same dictionary from the records of a run that
+is still going (or was stopped), over the images every method has finished.
+
 PIC columns (``sic``, ``aic``) follow Kapishnikov 2019: ``value`` is the AUC of
 the median (SIC) / mean (AIC) of the per-image curves; ``mean`` is the mean of
 per-image AUCs, for reference.
@@ -201,4 +204,66 @@ def build_results(ev: Any, wall_seconds: float) -> Dict[str, Any]:
     }
     res.update(summarise(ev.store.records(), ev.methods, ev.metrics, names, {m.name for m in ev.mosaics}))
     write_json(ev.store.root / RESULTS, res)
+    return res
+
+
+def partial_results(root: Any) -> Dict[str, Any]:
+    """``results.json``-like summary of an unfinished run in folder ``root``, from its records so far.
+
+    Only *complete* images count: those where every method that has records has
+    a record (value, skip or error) for every metric seen on images of the same
+    kind (plain image or mosaic), or a failed attribution. The dictionary has
+    ``partial = {"images": complete, "started": images with any record}``.
+
+    Example:
+        >>> res = partial_results("syn500")                        # doctest: +SKIP
+        >>> res["partial"]                                         # doctest: +SKIP
+        {'images': 212, 'started': 214}
+    """
+    import json
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from .store import SETTINGS, ResultStore
+
+    root = Path(root)
+    if not root.is_dir() or not any(root.glob("records*.jsonl")):
+        raise UsageError(f"{root}: no results.json and no records (run `fisherattr evaluate --out {root}` first)")
+    records = ResultStore(root).records()
+    settings = json.loads((root / SETTINGS).read_text(encoding="utf-8")) if (root / SETTINGS).exists() else {}
+    methods: Dict[str, None] = {}
+    metrics: Dict[str, None] = {}
+    images: Dict[str, None] = {}
+    mosaics: set = set()
+    for r in records:
+        methods.setdefault(r["method"], None)
+        if r["metric"] == "_attribution":
+            continue
+        metrics.setdefault(r["metric"], None)
+        images.setdefault(r["image"], None)
+        if get_metric(r["metric"]).needs == "mosaic":
+            mosaics.add(r["image"])
+    have: Dict[str, Dict[str, set]] = {}
+    failed_attr = {(r["image"], r["method"]) for r in records if r["metric"] == "_attribution" and "error" in r}
+    for r in records:
+        if r["metric"] != "_attribution":
+            have.setdefault(r["image"], {}).setdefault(r["method"], set()).add(r["metric"])
+    wanted = {kind: set().union(*[m for img, per in have.items() if (img in mosaics) == kind
+                                  for m in per.values()] or [set()]) for kind in (False, True)}
+    complete = [img for img in images
+                if all((img, m) in failed_attr or have[img].get(m, set()) >= wanted[img in mosaics] for m in methods)]
+    res: Dict[str, Any] = {
+        "settings": {"model": settings.get("model", "?"), "data": settings.get("data", "?"),
+                     "methods": list(methods), "metrics": list(metrics), "preset": settings.get("preset") or "inputiba",
+                     "target_rule": settings.get("target", "?"), "seed": settings.get("seed", "?"),
+                     "size": settings.get("size"), "method_options": settings.get("method_options", {}),
+                     "metric_options": settings.get("metric_options", {})},
+        "versions": versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "images": [{"name": n, "kind": "mosaic" if n in mosaics else "image"} for n in complete],
+        "failures": [{"image": r["image"], "method": r["method"], "metric": r["metric"], "error": r["error"]}
+                     for r in records if "error" in r and r["image"] in set(complete)],
+        "partial": {"images": len(complete), "started": len(images)},
+    }
+    res.update(summarise(records, list(methods), list(metrics), complete, mosaics & set(complete)))
     return res

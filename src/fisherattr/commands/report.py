@@ -3,6 +3,10 @@
 Examples:
     fisherattr report eval
     fisherattr report eval --columns ehr,seg_ratio,difauc --sort ehr     # a compact table on stdout
+    fisherattr report eval --columns ehr --partial   # a run still going: its finished images so far
+
+A folder without results.json (a run still going, or stopped) is summarised from
+its records so far, over the images every method has finished.
 """
 from __future__ import annotations
 
@@ -21,15 +25,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sort", default=None, metavar="C", help="with --columns: sort by this column, best first "
                    "(default: the first column)")
     p.add_argument("--sem", action="store_true", help="with --columns: add ± standard errors")
+    p.add_argument("--partial", action="store_true",
+                   help="summarise the records so far even if results.json exists (automatic when it does not)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.report import compact_table, load_results, render
+    import sys
+    from pathlib import Path
 
+    from ..bench.report import compact_table, load_results, render
+    from ..bench.results import RESULTS
+
+    partial = args.partial or not (Path(args.dir) / RESULTS).exists()
     if args.columns is not None or args.sort is not None:
         cols = [c.strip() for c in (args.columns or args.sort or "").split(",") if c.strip()]
-        print(compact_table(load_results(args.dir), cols, sort=args.sort, sem=args.sem))
+        res = load_results(args.dir, partial=partial)
+        if res.get("partial"):
+            print(f"partial: {res['partial']['images']} finished items ({res['partial']['started']} started); "
+                  "the run has not finished", file=sys.stderr)
+        print(compact_table(res, cols, sort=args.sort, sem=args.sem))
         return 0
-    for path in render(args.dir, figures=not args.no_figures):
+    for path in render(args.dir, figures=not args.no_figures, partial=partial):
         print(path)
     return 0
