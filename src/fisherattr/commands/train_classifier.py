@@ -2,7 +2,12 @@
 
 The training set is a fixed block of generated images (``--train-images``, from
 the ``train`` split) held in memory as uint8 and augmented with the eight
-flips/quarter-turns (every class is invariant under them); the reported
+flips/quarter-turns (every class is invariant under them), and optionally
+(``--noise-augment P``) with the perturbation FDA and DiffIB apply: a fraction P
+of each batch is pushed through the VP SDE with a random, smooth map of
+per-pixel times (see :func:`vp_noise_augment`). A classifier trained without it
+loses its prediction when the *background* alone gets mild noise, which leaves
+those explainers nowhere to put noise (docs/synthetic.md). The reported
 accuracy is on ``--test-images`` images of the disjoint ``test`` split. The
 model is saved with :func:`fisherattr.models.save_classifier` and loads back
 with ``fisherattr.load_classifier(DIR)``.
@@ -46,6 +51,8 @@ class TrainConfig:
     train_images: int = 16000
     test_images: int = 512
     data_seed: int = 0
+    noise_augment: float = 0.0
+    noise_max_t: float = 1.0
 
     def validate(self) -> None:
         for name in ("steps", "batch", "size", "train_images", "test_images"):
@@ -53,6 +60,10 @@ class TrainConfig:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.size < 16:
             raise UsageError(f"--size must be >= 16, got {self.size}")
+        if not 0.0 <= self.noise_augment <= 1.0:
+            raise UsageError(f"--noise-augment must be in [0, 1], got {self.noise_augment}")
+        if not 0.0 < self.noise_max_t <= 1.0:
+            raise UsageError(f"--noise-max-t must be in (0, 1], got {self.noise_max_t}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UsageError(f"--lr must be a positive number, got {self.lr}")
         from ..data.synthetic import MAX_CLASSES, MIN_CLASSES
@@ -82,6 +93,43 @@ def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if sel.any():
             y = torch.rot90(x[sel], e % 4, dims=(-2, -1))
             out[sel] = y.flip(-1) if e >= 4 else y
+    return out
+
+
+@torch.no_grad()
+def vp_noise_augment(x: torch.Tensor, fraction: float, max_t: float, g: torch.Generator,
+                     cells: int = 4) -> torch.Tensor:
+    """Perturb a random ``fraction`` of the images ``[B,3,H,W]`` (in [0,1]) through the VP SDE.
+
+    Each chosen image gets per-pixel times ``t = T * field`` with ``T ~ U(0, max_t)``
+    and ``field`` either 1 everywhere (half of them) or a smooth random field in
+    [0, 1] (uniform values on a ``cells x cells`` grid, bilinearly upsampled), so
+    the classifier sees both uniform and spatially varying noise, as the level
+    maps of FDA/DiffIB produce. ``x' = alpha(t) x + sigma(t) eps`` in diffusion
+    space ``2x - 1``, clamped back to [0, 1]. No mask is used.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.full((4, 3, 8, 8), 0.5)
+        >>> bool((vp_noise_augment(x, 0.0, 1.0, g) == x).all())
+        True
+    """
+    from ..sde import VPSchedule
+
+    b = x.shape[0]
+    chosen = torch.rand(b, generator=g) < fraction
+    if not chosen.any():
+        return x
+    xs = x[chosen]
+    n = xs.shape[0]
+    field = F.interpolate(torch.rand(n, 1, cells, cells, generator=g), size=xs.shape[-2:], mode="bilinear",
+                          align_corners=False)
+    uniform = torch.rand(n, generator=g) < 0.5
+    field[uniform] = 1.0
+    t = (torch.rand(n, 1, 1, 1, generator=g) * max_t * field).clamp_min(1e-4).expand_as(xs)
+    eps = torch.randn(xs.shape, generator=g)
+    out = x.clone()
+    out[chosen] = ((VPSchedule().perturb(xs * 2 - 1, t, eps) + 1) / 2).clamp(0, 1)
     return out
 
 
@@ -131,6 +179,8 @@ def train_synthetic_classifier(cfg: TrainConfig, out: Optional[str | Path] = Non
         model.train()
         idx = torch.randint(0, cfg.train_images, (cfg.batch,), generator=g)
         x = _dihedral(train_x[idx], g).float().div_(255.0)
+        if cfg.noise_augment > 0:
+            x = vp_noise_augment(x, cfg.noise_augment, cfg.noise_max_t, g)
         loss = F.cross_entropy(model(x), train_y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,6 +215,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"generated training images kept in memory (default {d.train_images})")
     p.add_argument("--test-images", type=int, default=d.test_images,
                    help=f"held-out test images for the reported accuracy (default {d.test_images})")
+    p.add_argument("--noise-augment", type=float, default=d.noise_augment, metavar="P",
+                   help="fraction of each batch perturbed through the VP SDE with random smooth per-pixel times "
+                        "(robustness to the perturbations of FDA/DiffIB; default 0 = clean training)")
+    p.add_argument("--noise-max-t", type=float, default=d.noise_max_t,
+                   help=f"largest VP time of that augmentation, in (0, 1] (default {d.noise_max_t})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -173,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--data must be 'synthetic', got {args.data!r}")
     cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, size=args.size,
                       classes=args.classes, train_images=args.train_images, test_images=args.test_images,
-                      data_seed=args.data_seed)
+                      data_seed=args.data_seed, noise_augment=args.noise_augment, noise_max_t=args.noise_max_t)
     _, stats = train_synthetic_classifier(cfg, args.out, progress=not args.quiet)
     print(json.dumps({"out": str(args.out), **stats}))
     return 0

@@ -2,6 +2,8 @@
 
 Names:
 - ``efficientnet_lite0`` (default): offline ImageNet EfficientNet-Lite0.
+- ``synthetic`` / ``synthetic-robust``: the shipped small CNNs of the synthetic world
+  (the second trained with VP-noise augmentation; see docs/synthetic.md).
 - ``torchvision:<name>`` / ``timm:<name>``: when those libraries import; weights come
   from the local cache only unless ``allow_download=True``.
 - a TorchScript file (``.pt``/``.pth``/``.ts``): assumed to take [0,1] images unless a
@@ -37,7 +39,14 @@ def _lite0(**_: Any) -> Classifier:
     return build_efficientnet_lite0()
 
 
-_BUILTIN: Dict[str, Callable[..., Classifier]] = {"efficientnet_lite0": _lite0}
+def _synthetic(robust: bool = False) -> Classifier:
+    from ..data.synthetic import default_classifier_path, robust_classifier_path
+
+    return _from_folder(robust_classifier_path() if robust else default_classifier_path())
+
+
+_BUILTIN: Dict[str, Callable[..., Classifier]] = {"efficientnet_lite0": _lite0, "synthetic": _synthetic,
+                                                  "synthetic-robust": lambda: _synthetic(robust=True)}
 
 
 def available_models() -> list[str]:
