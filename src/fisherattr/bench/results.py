@@ -233,25 +233,26 @@ def partial_results(root: Any) -> Dict[str, Any]:
     settings = json.loads((root / SETTINGS).read_text(encoding="utf-8")) if (root / SETTINGS).exists() else {}
     methods: Dict[str, None] = {}
     metrics: Dict[str, None] = {}
-    images: Dict[str, None] = {}
+    have: Dict[str, Dict[str, set]] = {}  # image -> method -> metrics recorded (insertion-ordered images)
+    failed_attr = set()
     mosaics: set = set()
     for r in records:
         methods.setdefault(r["method"], None)
         if r["metric"] == "_attribution":
+            if "error" in r:
+                failed_attr.add((r["image"], r["method"]))
             continue
         metrics.setdefault(r["metric"], None)
-        images.setdefault(r["image"], None)
+        have.setdefault(r["image"], {}).setdefault(r["method"], set()).add(r["metric"])
         if get_metric(r["metric"]).needs == "mosaic":
             mosaics.add(r["image"])
-    have: Dict[str, Dict[str, set]] = {}
-    failed_attr = {(r["image"], r["method"]) for r in records if r["metric"] == "_attribution" and "error" in r}
-    for r in records:
-        if r["metric"] != "_attribution":
-            have.setdefault(r["image"], {}).setdefault(r["method"], set()).add(r["metric"])
-    wanted = {kind: set().union(*[m for img, per in have.items() if (img in mosaics) == kind
-                                  for m in per.values()] or [set()]) for kind in (False, True)}
-    complete = [img for img in images
-                if all((img, m) in failed_attr or have[img].get(m, set()) >= wanted[img in mosaics] for m in methods)]
+    wanted: Dict[bool, set] = {False: set(), True: set()}  # metrics seen on plain images / on mosaics
+    for img, per in have.items():
+        for done in per.values():
+            wanted[img in mosaics] |= done
+    complete = [img for img, per in have.items()
+                if all((img, m) in failed_attr or per.get(m, set()) >= wanted[img in mosaics] for m in methods)]
+    done_set = set(complete)
     res: Dict[str, Any] = {
         "settings": {"model": settings.get("model", "?"), "data": settings.get("data", "?"),
                      "methods": list(methods), "metrics": list(metrics), "preset": settings.get("preset") or "inputiba",
@@ -262,8 +263,8 @@ def partial_results(root: Any) -> Dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "images": [{"name": n, "kind": "mosaic" if n in mosaics else "image"} for n in complete],
         "failures": [{"image": r["image"], "method": r["method"], "metric": r["metric"], "error": r["error"]}
-                     for r in records if "error" in r and r["image"] in set(complete)],
-        "partial": {"images": len(complete), "started": len(images)},
+                     for r in records if "error" in r and r["image"] in done_set],
+        "partial": {"images": len(complete), "started": len(have)},
     }
-    res.update(summarise(records, list(methods), list(metrics), complete, mosaics & set(complete)))
+    res.update(summarise(records, list(methods), list(metrics), complete, mosaics & done_set))
     return res
