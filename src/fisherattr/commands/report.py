@@ -31,12 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import sys
-    from pathlib import Path
 
     from ..bench.report import compact_table, load_results, render
-    from ..bench.results import RESULTS
 
-    partial = args.partial or not (Path(args.dir) / RESULTS).exists()
+    partial = args.partial  # without results.json, load_results summarises the records anyway
     if args.columns is not None or args.sort is not None:
         cols = [c.strip() for c in (args.columns or args.sort or "").split(",") if c.strip()]
         res = load_results(args.dir, partial=partial)
