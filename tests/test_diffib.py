@@ -175,6 +175,8 @@ def test_tail_averaging_returns_the_mean_of_the_last_iterates(tiny_model, tiny_i
 
 
 def test_options_are_validated(tiny_model) -> None:
+    with pytest.raises(UsageError, match="keep"):
+        fisherattr.get_method("diffib", tiny_model, denoiser="gaussian", keep="best")
     with pytest.raises(UsageError, match="integration"):
         fisherattr.get_method("diffib", tiny_model, denoiser="gaussian", integration="pixelwise")
     with pytest.raises(UsageError, match="integration"):

@@ -146,11 +146,53 @@ def test_score_model_errors_come_before_any_optimisation(tiny_model, tiny_images
     (dict(integration="exact"), "integration"), (dict(quadrature="gauss-legendre"), "quadrature"),
     (dict(form="score"), "form"), (dict(beta=-1), "beta"), (dict(t_min=0), "t_min"), (dict(nodes=1), "nodes"),
     (dict(noise_draws=0), "noise_draws"), (dict(adapter="mlp"), "adapter"), (dict(mode="amortised"), "explainer"),
-    (dict(sde="subvp"), "sde"), (dict(steps_per_image=3), "no option"),
+    (dict(sde="subvp"), "sde"), (dict(steps_per_image=3), "no option"), (dict(keep="best"), "keep"),
+    (dict(keep="feasible", average=0.5), "average"),
 ])
 def test_bad_options(tiny_model, opts, match):
     with pytest.raises(UsageError, match=match):
         fisherattr.get_method("fda", tiny_model, **opts)
+
+
+def test_keep_feasible_returns_the_least_information_iterate_that_held_the_prediction(patch_model, patch_images):
+    """With a huge beta and step size the levels collapse to full noise and the last iterate loses the
+    prediction; keep='feasible' returns the iterate of least information among those whose step
+    cross-entropy was below ln 2 (one image, so the history is that image's)."""
+    x = patch_images[:1]
+    opts = dict(adapter="direct", lr=0.5, steps=60, beta=200.0)
+    last = fisherattr.get_method("fda", patch_model, **opts)
+    a_last = last.attribute(x)
+    guarded = fisherattr.get_method("fda", patch_model, keep="feasible", **opts)
+    a = guarded.attribute(x)
+    h = guarded.last_history
+    assert h == last.last_history  # same optimisation; only the returned iterate differs
+    assert h["ce"][-1] > 1.0  # collapsed: the target's probability fell below e^-1
+    feasible = [p for c, p in zip(h["ce"], h["penalty"]) if c < math.log(2)]
+    assert 0 < len(feasible) < len(h["ce"])
+    # FDA's penalty is the mean information, exactly the returned map's mean (grid, Gaussian prior)
+    assert float(a.mean()) == pytest.approx(min(feasible), rel=1e-5)
+    assert float(a.mean()) > 20 * float(a_last.mean())
+    # the guarded levels hold the prediction far better under fresh noise, and still localise
+    eps = torch.randn((64, 3, 16, 16), generator=torch.Generator().manual_seed(1))
+
+    def p_target(levels):
+        xp = guarded.schedule.perturb(x * 2 - 1, levels, eps)
+        with torch.no_grad():
+            return float(torch.softmax(patch_model(((xp + 1) / 2).clamp(0, 1)), 1)[:, 0].mean())
+
+    assert p_target(guarded.last_levels) > 0.25 > 0.1 > p_target(last.last_levels)
+    s = a.sum(1)[0]
+    assert s[_mask()].mean() > 5 * s[~_mask()].mean()
+
+
+def test_keep_feasible_equals_last_when_every_iterate_holds_and_information_only_falls(patch_model, patch_images):
+    opts = dict(adapter="direct", lr=0.1, steps=20)
+    a = fisherattr.get_method("fda", patch_model, **opts).attribute(patch_images)
+    guarded = fisherattr.get_method("fda", patch_model, keep="feasible", **opts)
+    b = guarded.attribute(patch_images)
+    h = guarded.last_history
+    assert max(h["ce"]) < 0.1 and all(q <= p for p, q in zip(h["penalty"], h["penalty"][1:]))
+    torch.testing.assert_close(a, b)
 
 
 def test_score_resize_serves_other_resolutions(tiny_model, tiny_images):

@@ -167,7 +167,7 @@ class DiffIB(LevelMethod):
             denoiser's training range).
         info_draws: noise draws per node for the final eps-MMSE.
         beta: weight of ``mean(alpha)`` (default 0.05; see docs/diffib.md).
-        mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average: see
+        mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average, keep: see
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -180,7 +180,8 @@ class DiffIB(LevelMethod):
                  nodes: Optional[int] = None, quadrature: str = "log-snr-gauss-legendre",
                  alpha_min: float = -10.0, alpha_max: float = 10.0, steps: int = 60, lr: float = 0.05,
                  noise_draws: int = 2, info_draws: int = 4, adapter: str = "unet", adapter_width: int = 16,
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0) -> None:
+                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
+                 keep: str = "last") -> None:
         if integration is not None and integration not in INTEGRATIONS:
             raise UsageError(f"integration must be 'pixelwise' or 'grid', got {integration!r}")
         if quadrature not in ("log-snr-gauss-legendre", "log-snr"):
@@ -194,7 +195,7 @@ class DiffIB(LevelMethod):
         self.alpha_min, self.alpha_max = float(alpha_min), float(alpha_max)  # read by check_explainer
         super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
                          noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
-                         internal_batch_size=internal_batch_size, progress=progress, average=average)
+                         internal_batch_size=internal_batch_size, progress=progress, average=average, keep=keep)
         if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
             denoiser = companion(model, "denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()

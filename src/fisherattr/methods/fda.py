@@ -171,7 +171,7 @@ class FDA(LevelMethod):
         curve_draws: noise draws per curve level.
         t_min: smallest truncation time (``t`` is in ``[t_min, 1]``).
         score_resize: grid mode: serve images whose size differs from the score model's by resizing.
-        mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average: see
+        mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average, keep: see
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -185,7 +185,8 @@ class FDA(LevelMethod):
                  form: str = "i-mmse", steps: int = 60, lr: float = 0.05, noise_draws: int = 2,
                  curve_draws: int = 4, t_min: float = 1e-3, adapter: str = "unet", adapter_width: int = 8,
                  score_resize: bool = False, seed: int = 0, internal_batch_size: int = 16,
-                 progress: bool = False, average: float = 0.0) -> None:
+                 progress: bool = False, average: float = 0.0,
+                 keep: str = "last") -> None:
         if integration not in ("grid", "pixelwise"):
             raise UsageError(f"integration must be 'grid' or 'pixelwise', got {integration!r}")
         if form not in FORMS:
@@ -210,7 +211,7 @@ class FDA(LevelMethod):
         self.curve_draws, self.t_min, self.score_resize = int(curve_draws), float(t_min), bool(score_resize)
         super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
                          noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
-                         internal_batch_size=internal_batch_size, progress=progress, average=average)
+                         internal_batch_size=internal_batch_size, progress=progress, average=average, keep=keep)
         self.score_model_spec = score_model if isinstance(score_model, (str, type(None))) else type(score_model).__name__
         for p in self._score_model.parameters():
             p.requires_grad_(False)

@@ -48,6 +48,10 @@ State = Optional[Dict[str, torch.Tensor]]
 ADAPTER_CONFIG = "adapter.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTERS = ("unet", "direct")
+KEEPS = ("last", "feasible")
+#: ``keep="feasible"``: an iterate holds the prediction when its step's cross-entropy is below
+#: ln 2, i.e. the target's probability (geometric mean over that step's noise draws) is above 1/2
+FEASIBLE_CE = math.log(2.0)
 
 
 # ============================================================================ strategy
@@ -234,7 +238,9 @@ def param_groups(net: nn.Module, lr: float) -> List[Dict[str, Any]]:
 def _loss_backward(model: nn.Module, strategy: LevelStrategy, raw: torch.Tensor, x_diff: torch.Tensor,
                    target: torch.Tensor, state: State, beta: float, noise_draws: int,
                    generators: Sequence[torch.Generator], chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Back-propagate ``sum_b [mean_m CE_bm + beta * penalty_b]``; returns per-image (CE, penalty)."""
+    """Back-propagate ``sum_b [mean_m CE_bm + beta * penalty_b]``; returns per-image (CE, penalty).
+
+    With a detached ``raw`` nothing is back-propagated (the loss is only evaluated)."""
     levels = strategy.levels(raw)
     pen = strategy.penalty(levels, state, x_diff, generators)
     eps = draw_noise(generators, x_diff, noise_draws)
@@ -247,7 +253,8 @@ def _loss_backward(model: nn.Module, strategy: LevelStrategy, raw: torch.Tensor,
         idx = torch.arange(sl.start, sl.stop, device=x_diff.device) // m
         xp = strategy.perturb(x_diff[idx], levels[idx], eps.flatten(0, 1)[sl])
         ce = F.cross_entropy(model(to_pixels(xp)), y[sl], reduction="none")
-        (ce.sum() / m).backward(retain_graph=True)
+        if ce.requires_grad:
+            (ce.sum() / m).backward(retain_graph=True)
         ce_all.index_add_(0, idx, ce.detach() / m)
     if beta > 0 and pen.requires_grad:
         (beta * pen.sum()).backward()
@@ -281,7 +288,8 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                     adapter: str = "unet", steps: int = 60, lr: float = 0.05, beta: float = 1.0,
                     noise_draws: int = 2, generators: Sequence[torch.Generator], width: int = 8, seed: int = 0,
                     internal_batch_size: int = 16, progress: bool = False,
-                    state: State = None, average: float = 0.0) -> Tuple[torch.Tensor, State, Dict[str, List[float]]]:
+                    state: State = None, average: float = 0.0,
+                    keep: str = "last") -> Tuple[torch.Tensor, State, Dict[str, List[float]]]:
     """Per-image optimisation; returns (levels ``[B,C,H,W]``, state, history of mean CE/penalty).
 
     Every image has its own adapter parameters and noise stream, and the loss is a
@@ -291,9 +299,20 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
     ``average`` fraction of the steps (and the final one) instead of the final
     iterate alone (tail iterate averaging, which damps the step-to-step noise of a
     loss drawn with fresh noise every step); 0 = the final iterate.
+
+    ``keep="feasible"`` guards against collapse (the information penalty winning and
+    the levels running to full noise, where the prediction is lost): per image it
+    returns, among the iterates whose step cross-entropy stayed below ``FEASIBLE_CE``
+    (ln 2), the one with the smallest penalty, i.e. the most noise that still held the
+    prediction; an image with no such iterate gets the last one. ``keep="last"``
+    (default) returns the last iterate (or the tail average).
     """
     if not 0.0 <= float(average) <= 1.0:
         raise UsageError(f"average must be in [0, 1], got {average}")
+    if keep not in KEEPS:
+        raise UsageError(f"keep must be one of {', '.join(KEEPS)}, got {keep!r}")
+    if keep == "feasible" and float(average) > 0:
+        raise UsageError("keep='feasible' picks one iterate per image; it cannot be combined with average > 0")
     x_diff = images * 2 - 1
     if state is None:
         state = strategy.prepare(images, generators)
@@ -302,6 +321,7 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
     history: Dict[str, List[float]] = {"ce": [], "penalty": []}
     first_averaged = int(steps) - int(round(float(average) * int(steps)))
     total, count = None, 0
+    best, best_pen = None, None  # keep="feasible": per-image best iterate and its penalty
     flags = _frozen(model)
     try:
         for step in tqdm(range(int(steps)), desc=f"{type(strategy).__name__} levels", disable=not progress,
@@ -313,16 +333,37 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                 total, count = (lv if total is None else total + lv), count + 1
             ce, pen = _loss_backward(model, strategy, raw, x_diff, target, state, beta, noise_draws,
                                      generators, internal_batch_size)
+            if keep == "feasible":  # the iterate these ce and pen belong to (before this step's update)
+                best, best_pen = _keep_feasible(strategy.levels(raw.detach()), ce, pen, best, best_pen)
             opt.step()
             history["ce"].append(float(ce.mean()))
             history["penalty"].append(float(pen.mean()))
         with torch.no_grad():
-            levels = strategy.levels(net(images))
+            raw = net(images)
+            levels = strategy.levels(raw)
             if total is not None:
                 levels = (total + levels) / (count + 1)
+        if keep == "feasible":  # the last iterate competes too (its loss evaluated, not back-propagated)
+            ce, pen = _loss_backward(model, strategy, raw, x_diff, target, state, beta, noise_draws,
+                                     generators, internal_batch_size)
+            best, best_pen = _keep_feasible(levels, ce, pen, best, best_pen)
+            found = torch.isfinite(best_pen).view(-1, *([1] * (levels.dim() - 1)))
+            levels = torch.where(found, best, levels)
     finally:
         _restore(model, flags)
     return levels.detach(), state, history
+
+
+def _keep_feasible(levels: torch.Tensor, ce: torch.Tensor, pen: torch.Tensor, best: Optional[torch.Tensor],
+                   best_pen: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Update the per-image best feasible iterate (``best_pen`` is +inf where none was feasible yet)."""
+    if best is None:
+        best, best_pen = levels.clone(), torch.full_like(pen, math.inf)
+    better = (ce < FEASIBLE_CE) & (pen < best_pen)
+    if bool(better.any()):
+        best[better] = levels[better]
+        best_pen = torch.where(better, pen, best_pen)
+    return best, best_pen
 
 
 # ============================================================================ amortised
@@ -416,12 +457,15 @@ class LevelMethod(AttributionMethod):
         adapter_width: channels of the U-Net's first stage.
         average: per-image mode: return the mean of the levels over the last ``average``
             fraction of the steps (tail iterate averaging); 0 = the last step's levels.
+        keep: per-image mode: ``"last"`` (default) returns the last iterate; ``"feasible"``
+            the iterate with the least information among those that held the prediction
+            (step cross-entropy below ln 2), a guard against collapse to full noise.
     """
 
     def __init__(self, model: nn.Module, *, mode: str = "per-image", explainer: Optional[str] = None,
                  beta: float = 1.0, steps: int = 60, lr: float = 0.05, noise_draws: int = 2,
                  adapter: str = "unet", adapter_width: int = 8, seed: int = 0, internal_batch_size: int = 16,
-                 progress: bool = False, average: float = 0.0) -> None:
+                 progress: bool = False, average: float = 0.0, keep: str = "last") -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         mode = str(mode).replace("_", "-").lower()
         if mode in ("amortized", "amortised"):
@@ -441,6 +485,11 @@ class LevelMethod(AttributionMethod):
         if not 0.0 <= float(average) <= 1.0:
             raise UsageError(f"average must be in [0, 1], got {average}")
         self.average = float(average)
+        if keep not in KEEPS:
+            raise UsageError(f"keep must be one of {', '.join(KEEPS)}, got {keep!r}")
+        if keep == "feasible" and self.average > 0:
+            raise UsageError("keep='feasible' picks one iterate per image; it cannot be combined with average > 0")
+        self.keep = keep
         if int(adapter_width) < 1:
             raise UsageError(f"adapter_width must be >= 1, got {adapter_width}")
         self.mode, self.beta, self.steps, self.lr = mode, float(beta), int(steps), float(lr)
@@ -484,7 +533,7 @@ class LevelMethod(AttributionMethod):
                 self.model, strategy, images, target, adapter=self.adapter, steps=self.steps, lr=self.lr,
                 beta=self.beta, noise_draws=self.noise_draws, generators=gens, width=self.adapter_width,
                 seed=self.seed, internal_batch_size=self.internal_batch_size, progress=self.progress,
-                average=self.average)
+                average=self.average, keep=self.keep)
         self.last_levels = levels
         with torch.no_grad():
             return strategy.attribution(levels, state, x_diff, gens)
@@ -504,5 +553,5 @@ class LevelMethod(AttributionMethod):
         return save_adapter(net, out, meta), hist
 
 
-__all__ = ["AdapterUNet", "DirectLevels", "LevelMethod", "LevelStrategy", "collate_states", "load_adapter",
+__all__ = ["AdapterUNet", "DirectLevels", "FEASIBLE_CE", "LevelMethod", "LevelStrategy", "collate_states", "load_adapter",
            "make_adapter", "optimise_levels", "save_adapter", "select_state", "train_adapter"]
