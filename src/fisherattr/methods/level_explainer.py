@@ -309,10 +309,7 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
     """
     if not 0.0 <= float(average) <= 1.0:
         raise UsageError(f"average must be in [0, 1], got {average}")
-    if keep not in KEEPS:
-        raise UsageError(f"keep must be one of {', '.join(KEEPS)}, got {keep!r}")
-    if keep == "feasible" and float(average) > 0:
-        raise UsageError("keep='feasible' picks one iterate per image; it cannot be combined with average > 0")
+    _check_keep(keep, average)
     x_diff = images * 2 - 1
     if state is None:
         state = strategy.prepare(images, generators)
@@ -352,6 +349,13 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
     finally:
         _restore(model, flags)
     return levels.detach(), state, history
+
+
+def _check_keep(keep: str, average: float) -> None:
+    if keep not in KEEPS:
+        raise UsageError(f"keep must be one of {', '.join(KEEPS)}, got {keep!r}")
+    if keep == "feasible" and float(average) > 0:
+        raise UsageError("keep='feasible' picks one iterate per image; it cannot be combined with average > 0")
 
 
 def _keep_feasible(levels: torch.Tensor, ce: torch.Tensor, pen: torch.Tensor, best: Optional[torch.Tensor],
@@ -485,10 +489,7 @@ class LevelMethod(AttributionMethod):
         if not 0.0 <= float(average) <= 1.0:
             raise UsageError(f"average must be in [0, 1], got {average}")
         self.average = float(average)
-        if keep not in KEEPS:
-            raise UsageError(f"keep must be one of {', '.join(KEEPS)}, got {keep!r}")
-        if keep == "feasible" and self.average > 0:
-            raise UsageError("keep='feasible' picks one iterate per image; it cannot be combined with average > 0")
+        _check_keep(keep, self.average)
         self.keep = keep
         if int(adapter_width) < 1:
             raise UsageError(f"adapter_width must be >= 1, got {adapter_width}")
