@@ -16,11 +16,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and explicitly, so that no resolver pulls a CUDA build
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,reference,ray]"
 	touch $(STAMP)
 
+# The demo is a quick look: two photos, the four headline methods
+# (FDA, DiffIB, SAMP++, IDGI-IG) next to three baselines, DifAUC with the `quick` preset (5% steps).
+# Change it here or on the command line (make demo DEMO_IMAGES="chelsea my.jpg").
+# The full comparison (six photos, seven methods, the papers' 1% steps; tens of minutes on 2 cores):
+#   .venv/bin/fisherattr explain --out outputs-full
+DEMO_IMAGES  ?= chelsea coffee
+DEMO_METHODS ?= fda,diffib,samp++,idgi-ig,integrated-gradients,gradcam,saliency
+DEMO_PRESET  ?= quick
 demo: setup
-	$(BIN)/fisherattr explain --out outputs
+	$(BIN)/fisherattr explain $(DEMO_IMAGES) --methods $(DEMO_METHODS) --preset $(DEMO_PRESET) --out outputs --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \

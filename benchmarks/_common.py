@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 import fisherattr
+from fisherattr.data import DEFAULT_SAMPLES
 
 
 def timed(fn: Callable[[], object]) -> Tuple[float, object]:
@@ -48,7 +49,7 @@ def ig200_seconds(model: torch.nn.Module, x: torch.Tensor, target: int) -> float
 def default_setup(argv: List[str] | None = None, **extra: Dict) -> Tuple[argparse.Namespace, torch.nn.Module, Dict[str, torch.Tensor]]:
     """Parse ``--images``/``--model``/``--threads`` and load the model and images."""
     p = argparse.ArgumentParser()
-    p.add_argument("--images", default=",".join(fisherattr.data.DEFAULT_SAMPLES))
+    p.add_argument("--images", default=",".join(DEFAULT_SAMPLES))
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--threads", type=int, default=2)
     for k, v in extra.items():

@@ -42,6 +42,51 @@ def tiny_images() -> torch.Tensor:
     return torch.rand(3, 3, 16, 16, generator=g)
 
 
+class PatchModel(nn.Module):
+    """Two classes decided by the mean brightness of the 4x4 patch at rows/cols 4..7 of a 16x16 image:
+    only the patch matters (the known answer of the FDA/DiffIB toys)."""
+
+    def __init__(self, size: int = 16) -> None:
+        super().__init__()
+        w = torch.zeros(3, size, size)
+        w[:, 4:8, 4:8] = 1.0
+        self.register_buffer("w", w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = ((x * self.w).sum((1, 2, 3)) / self.w.sum() - 0.7) * 10
+        return torch.stack([v, -v], 1)
+
+
+def patch_mask() -> torch.Tensor:
+    """The decisive patch of :class:`PatchModel` as a ``[16,16]`` bool mask."""
+    m = torch.zeros(16, 16, dtype=torch.bool)
+    m[4:8, 4:8] = True
+    return m
+
+
+@pytest.fixture
+def patch_model() -> Classifier:
+    return Classifier(PatchModel(), classes=["bright", "dark"], input_size=(16, 16)).eval()
+
+
+@pytest.fixture
+def patch_images() -> torch.Tensor:
+    """Two 16x16 images: a bright patch (0.9) on grey (0.5), with a little noise."""
+    x = torch.full((2, 3, 16, 16), 0.5)
+    x[:, :, 4:8, 4:8] = 0.9
+    x = x + 0.05 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    return x.clamp(0, 1)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny toys: one thread avoids oversubscription on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def lite0() -> Classifier:
     from fisherattr import load_classifier

@@ -73,6 +73,8 @@ class ToyGrad(AttributionMethod):
             return torch.full_like(images, float("nan"))
         if self.mode == "fail-dark" and images.mean() < 0.2:
             raise RuntimeError("image too dark for this method")
+        if self.mode == "interrupt-dark" and images.mean() < 0.2:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C while this image was explained
         x = images.requires_grad_(True)
         (g,) = torch.autograd.grad(self.model(x).gather(1, target[:, None]).sum(), x)
         return self.scale * x.detach() * g
@@ -266,3 +268,45 @@ def test_real_model_saliency_one_photo(tmp_path, capsys):
     assert s["model"] == "efficientnet_lite0"
     assert s["images"]["chelsea"]["predicted"]["index"] in (281, 282, 285)    # tabby / tiger cat / Egyptian cat
     assert np.load(out / "chelsea" / "saliency.npy").shape == (3, 224, 224)
+
+
+# ------------------------------------------------- incremental outputs, progress
+def test_each_image_is_written_when_done_and_an_interrupt_keeps_them(tmp_path, toys, capsys):
+    bright, dark = write_png(tmp_path / "bright.png", 0.9), write_png(tmp_path / "dark.png", 0.05)
+    out = tmp_path / "o"
+    rc, io = run([bright, dark, "--model", SPEC, "-m", "toy-pixel,toy-grad", "-o", "toy-grad.mode=interrupt-dark",
+                  "--preset", "none", "--out", str(out)], capsys)
+    assert rc == 130 and "interrupted" in io.err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["grid"] == "grid.png"
+    assert set(s["images"]["bright"]["methods"]) == {"toy-pixel", "toy-grad"}  # the finished image
+    assert set(s["images"]["dark"]["methods"]) == {"toy-pixel"}  # the map finished before the interrupt
+    assert (out / "bright" / "toy-grad.npy").exists() and (out / "dark" / "toy-pixel.npy").exists()
+    assert (out / "grid.png").exists() and no_temp_files(out)
+    assert "1 finished image(s) kept" in io.err
+
+
+def test_progress_lines_in_a_log_and_quiet(tmp_path, toys, capsys):
+    rc, io = run(["chelsea", "coffee", "--model", SPEC, "--size", "16", "-m", "toy-pixel,toy-grad",
+                  "--preset", "none", "--out", str(tmp_path / "a")], capsys)
+    assert rc == 0, io.err
+    lines = [line for line in io.err.splitlines() if line.startswith("explain: ")]
+    assert [line.split(" (")[0] for line in lines if " maps " in line] == [
+        "explain: 1/4 maps", "explain: 2/4 maps", "explain: 3/4 maps", "explain: 4/4 maps"]
+    assert any(line.startswith("explain: chelsea done (1/2 images") for line in lines)
+    assert lines[0].startswith("explain: 2 image(s) x 2 method(s)")  # at once, before the first map
+    assert "elapsed" in lines[1] and "ETA" in lines[1]
+    rc, io = run(["chelsea", "--model", SPEC, "--size", "16", "-m", "toy-pixel", "--preset", "none", "--quiet",
+                  "--out", str(tmp_path / "b")], capsys)
+    assert rc == 0 and io.err == ""
+
+
+def test_old_flag_names_still_work(tmp_path, toys, capsys):
+    out = tmp_path / "o"
+    rc, io = run(["chelsea", "--model", SPEC, "--size", "16", "--method", "toy-pixel", "--metrics", "quick",
+                  "--metric-batch-size", "3", "--no-progress", "--out", str(out)], capsys)
+    assert rc == 0, io.err
+    assert json.loads((out / "summary.json").read_text())["metric_preset"] == "quick"
+    assert io.err == ""
+    rc, io = run(["chelsea", "--model", SPEC, "--batch-size", "0", "--out", str(out)], capsys)
+    assert rc == 2 and "--batch-size must be >= 1" in io.err

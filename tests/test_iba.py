@@ -304,3 +304,36 @@ def test_synthetic_estimation_source_is_the_train_split():
     torch.testing.assert_close(got, want)
     test_split, _ = make_batch([0], size=(32, 32), split="test")
     assert (got[:1] - test_split).abs().max() > 0.1  # never the evaluated split
+
+
+def test_bottleneck_clamps_std_and_masks_inactive_features_as_official_iba():
+    """Official IBA: std >= min_std (0.01) and z *= active_neurons. Known answer for z with a fixed noise seed."""
+    from fisherattr.methods.iba import fit_feature_bottleneck
+
+    model = Classifier(RegionNet(), classes=["a", "b", "c"]).eval()
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    mean = torch.full((4, 12, 12), 0.3)
+    std = torch.full((4, 12, 12), 1e-4)                 # below min_std: the official code uses 0.01
+    active = torch.ones(4, 12, 12)
+    active[1] = 0                                        # one dead channel
+    est = BottleneckEstimate(mean, std, active, 1000, {})
+    seen = {}
+    hook = model.net.head.register_forward_pre_hook(lambda m, a: seen.setdefault("z", a[0].detach()))
+    feats = {}
+    h2 = model.net.feat.register_forward_hook(lambda m, a, o: feats.setdefault("r", o.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+        r = feats["r"]
+        seen.clear()
+        lam, _ = fit_feature_bottleneck(model, model.net.feat, x, torch.tensor([0]), est, beta=10.0, steps=1,
+                                        lr=1.0, copies=1, init_alpha=0.0, smooth=None,
+                                        generators=[torch.Generator().manual_seed(5)])
+    finally:
+        hook.remove()
+        h2.remove()
+    eps = torch.randn((1, 4, 12, 12), generator=torch.Generator().manual_seed(5))
+    lam0 = torch.full_like(r, 0.5)                      # sigmoid(init_alpha = 0) at the first step
+    expected = (lam0 * r + (1 - lam0) * (0.01 * eps + mean)) * active
+    # the head reads the top-left 4x4 block of z
+    torch.testing.assert_close(seen["z"], expected[:, :, :4, :4].mean((2, 3)), rtol=1e-5, atol=1e-6)

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import correlate, gaussian_filter
 
 from fisherattr.errors import InputError, UsageError
 from fisherattr.metrics.insertion_deletion import (PRESETS, InsDelPreset, blur_substrate, gaussian_kernel,
                                                    insertion_deletion, pixel_ranks)
 from fisherattr.models import Classifier
 
-H = W = 20                     # 400 pixels: 1% = 4 px, 5% = 20 px, rise/samp 10 px per step
+H = W = 20                     # 400 pixels: 1% = 4 px, 5% = 20 px, rise 2 px and samp 10 px per step
 BLOCK = (slice(8, 12), slice(6, 11))   # 4 x 5 = 20 pixels = 5% of the image
 F_BLOCK = 20 / 400
 
@@ -71,6 +71,13 @@ def perfect_map(n: int = 1, seed: int = 1) -> torch.Tensor:
     return a
 
 
+def rise_gkern(klen: int = 11, nsig: float = 5.0) -> np.ndarray:
+    """RISE's ``gkern``: a centred delta smoothed by ``scipy.ndimage.gaussian_filter``."""
+    d = np.zeros((klen, klen))
+    d[klen // 2, klen // 2] = 1.0
+    return gaussian_filter(d, nsig)
+
+
 # ------------------------------------------------------------------ inputiba
 def test_inputiba_perfect_and_reversed_closed_form():
     model, x = block_model("prob"), block_image()
@@ -107,17 +114,17 @@ def test_per_pixel_map_equals_channel_sum():
 def test_rise_deletion_to_normalised_zero_trapezoid():
     model, x = block_model("prob", mean=0.5, std=0.5), block_image(outside=0.5)
     r = insertion_deletion(model, x, perfect_map(), preset="rise")
-    assert r.fractions.shape == (41,)                         # 10 px per step on a small image
-    assert torch.allclose(r.deletion_curve[0, :4], torch.tensor([1, .5, 0, 0.]), atol=1e-5)
+    assert r.fractions.shape == (201,)                        # 224 px per step at 224x224 -> 2 px on 20x20
+    assert torch.allclose(r.deletion_curve[0, :4], torch.tensor([1, .9, .8, .7]), atol=1e-5)
     assert r.deletion.item() == pytest.approx(F_BLOCK / 2, abs=1e-5)      # trapezoid, not the mean of points
-    assert r.insertion_curve[0, 2:].min().item() == pytest.approx(1.0, abs=1e-5)
+    assert r.insertion_curve[0, 10:].min().item() == pytest.approx(1.0, abs=1e-5)
     assert r.insertion.item() > 1 - F_BLOCK
     rev = insertion_deletion(model, x, -perfect_map(), preset="rise")
     assert rev.deletion.item() == pytest.approx(1 - F_BLOCK / 2, abs=1e-5)
     assert rev.insertion.item() < 0.25
     # insertion starts from the blurred image: p = mean of the blurred block in normalised space
     z = (x[0].numpy() - 0.5) / 0.5
-    zb = np.stack([gaussian_filter(c, sigma=5, mode="constant", truncate=1.0) for c in z])
+    zb = np.stack([correlate(c, rise_gkern(), mode="constant") for c in z])
     assert rev.insertion_curve[0, 0].item() == pytest.approx(float(zb[:, BLOCK[0], BLOCK[1]].mean()), abs=1e-5)
 
 
@@ -126,17 +133,41 @@ def test_blur_substrate_matches_scipy_zero_padded_in_normalised_space():
     x = torch.rand(2, 3, 17, 13, generator=torch.Generator().manual_seed(5))
     got = blur_substrate(model, x)
     z = ((x - 0.4) / 0.2).numpy()
-    ref = np.stack([[gaussian_filter(c, sigma=5, mode="constant", truncate=1.0) for c in im] for im in z])
+    ref = np.stack([[correlate(c, rise_gkern(), mode="constant") for c in im] for im in z])
     assert np.allclose(got.numpy(), ref * 0.2 + 0.4, atol=1e-5)
     assert gaussian_kernel().shape == (11, 11) and gaussian_kernel().sum().item() == pytest.approx(1.0)
 
 
+def test_kernel_is_rise_gkern_folded_gaussian():
+    """RISE/ExplainAttr ``gkern(11, 5)`` = scipy ``gaussian_filter`` of a delta (reflect, 4 sigma): the 41-tap
+    Gaussian folded back into the 11-px window, not the 11-tap truncated Gaussian (they differ by ~20%)."""
+    taps = np.arange(-20, 21)
+    g = np.exp(-0.5 * (taps / 5.0) ** 2)
+    g /= g.sum()
+
+    def reflect(j: int) -> int:            # half-sample symmetric: d c b a | a b c d | d c b a
+        while not 0 <= j <= 10:
+            j = -j - 1 if j < 0 else 21 - j
+        return j
+
+    k1 = np.array([sum(w for t, w in zip(taps, g) if reflect(i + t) == 5) for i in range(11)])
+    assert np.allclose(gaussian_kernel(11, 5.0).double().numpy(), np.outer(k1, k1), atol=1e-7)
+    trunc = np.exp(-0.5 * (np.arange(-5, 6) / 5.0) ** 2)
+    trunc = np.outer(trunc, trunc) / trunc.sum() ** 2
+    assert np.linalg.norm(np.outer(k1, k1) - trunc) / np.linalg.norm(trunc) > 0.1
+
+
 def test_rise_step_sizes():
-    p = PRESETS["rise"]
-    assert p.pixels_per_step(224, 224) == 224 * 8 and p.steps_and_counts(224, 224)[0] == 28
-    assert p.pixels_per_step(448, 448) == 4 * 224 * 8          # scales with the area
-    assert p.pixels_per_step(32, 32) == 10                      # small images: 10 px per step
-    n, counts = p.steps_and_counts(20, 25)                      # 500 px: last step partial
+    p = PRESETS["rise"]                                          # RISE notebook: CausalMetric(step=224)
+    assert p.pixels_per_step(224, 224) == 224 and p.steps_and_counts(224, 224)[0] == 224
+    assert p.pixels_per_step(448, 448) == 4 * 224              # scales with the area
+    assert p.pixels_per_step(32, 32) == 5                       # round(224 * 1024 / 50176)
+    n, counts = p.steps_and_counts(20, 25)                      # 500 px, 2 per step
+    assert n == 250 and counts[-1] == 500 and counts[1] == 2
+    q = PRESETS["samp"]                                          # ExplainAttr metric_step
+    assert q.pixels_per_step(224, 224) == 224 * 8 and q.steps_and_counts(224, 224)[0] == 28
+    assert q.pixels_per_step(32, 32) == 10                      # small images: 10 px per step
+    n, counts = q.steps_and_counts(20, 25)                      # 500 px: last step partial
     assert n == 50 and counts[-1] == 500 and counts[1] == 10
     assert PRESETS["inputiba"].steps_and_counts(224, 224)[0] == 100
     with pytest.raises(UsageError, match="step_fraction"):
@@ -171,7 +202,7 @@ def test_idgi_insertion_only_probability_and_ratio():
 
 
 # -------------------------------------------------------------- invariants
-@pytest.mark.parametrize("preset,per_image", [("inputiba", 1 + 100 + 99), ("rise", 1 + 40 + 40),
+@pytest.mark.parametrize("preset,per_image", [("inputiba", 1 + 100 + 99), ("rise", 1 + 200 + 200),
                                               ("samp", 1 + 40 + 40), ("idgi", 1 + 20)])
 def test_model_call_counts(preset, per_image):
     model = Counting(block_model("prob" if preset != "samp" else "logit", mean=0.5, std=0.5, k=4.0, offset=0.2))
@@ -236,7 +267,7 @@ def test_real_model_centre_map_beats_its_reverse(lite0, chelsea):
     for preset in ("rise", "samp"):
         good = insertion_deletion(lite0, chelsea, blob, preset=preset, batch_size=32)
         bad = insertion_deletion(lite0, chelsea, -blob, preset=preset, batch_size=32)
-        assert good.model_calls == 1 + 28 + 28
+        assert good.model_calls == 1 + 2 * (224 if preset == "rise" else 28)
         assert good.deletion.item() < bad.deletion.item()
         assert good.insertion.item() > bad.insertion.item()
         assert good.difauc.item() > bad.difauc.item()

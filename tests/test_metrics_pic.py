@@ -22,9 +22,10 @@ def test_pic_curve_running_max_and_auc_by_hand():
     # points (0,0) (0.2,.5) (0.6,.5 after running max) (1,1): area .05 + .2 + .3
     assert abs(trapezoid(c) - 0.55) < 1e-3
     assert np.all(np.diff(c) >= 0)
-    # unsorted information levels are sorted first
-    c2 = pic_curve([0.6, 0.2], [0.3, 0.5], n_points=1000)
-    assert np.allclose(c, c2)
+    # PAIR: the running max is taken in threshold order, then the points are sorted by info
+    c2 = pic_curve([0.6, 0.2], [0.3, 0.5], n_points=1001)   # points (0.2, .5) and (0.6, .3)
+    assert abs(c2[200] - 0.5) < 1e-12 and abs(c2[600] - 0.3) < 1e-12
+    assert abs(trapezoid(c2) - (0.05 + 0.4 * 0.4 + 0.4 * 0.65)) < 1e-9
 
 
 class ToyNet(nn.Module):

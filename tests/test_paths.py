@@ -286,9 +286,12 @@ def test_blur_path_geometry(smooth, images, sqrt):
     """Starts at blur(x, max_sigma), ends at x, sigma strictly falls along the path, points are the blurs."""
     path = BlurPath(max_sigma=8.0, steps=16, sqrt=sqrt)
     sig = path.sigmas()
-    assert sig[0] == 8.0 and sig[-1] == 0.0 and all(a > b for a, b in zip(sig, sig[1:]))
+    top = 8.0 ** 0.5 if sqrt else 8.0                       # PAIR's sqrt schedule: sqrt(i * max_sigma / steps)
+    assert sig[0] == pytest.approx(top) and sig[-1] == 0.0 and all(a > b for a, b in zip(sig, sig[1:]))
+    if sqrt:
+        assert sig[-2] == pytest.approx((8.0 / 16) ** 0.5)
     segs = walk(path, smooth, images, torch.tensor([0, 1]))
-    torch.testing.assert_close(segs[0].start, gaussian_blur(images, 8.0))
+    torch.testing.assert_close(segs[0].start, gaussian_blur(images, top))
     assert torch.equal(segs[-1].end, images)
     for s, sigma in zip(segs, sig[1:]):
         torch.testing.assert_close(s.end, gaussian_blur(images, sigma))
@@ -306,7 +309,8 @@ def test_blur_ig_completeness(smooth, images):
         gap = score_at(smooth, images, t) - score_at(smooth, gaussian_blur(images, ms), t)
         assert ((a.sum((1, 2, 3)) - gap).abs() <= 0.02 * gap.abs()).all(), (a.sum((1, 2, 3)), gap)
     a = fisherattr.get_method("idgi-blur-ig", smooth, max_sigma=10.0, steps=30, sqrt=True).attribute(images, t)
-    gap = score_at(smooth, images, t, "probability") - score_at(smooth, gaussian_blur(images, 10.0), t, "probability")
+    start = gaussian_blur(images, 10.0 ** 0.5)             # sqrt schedule starts at sqrt(max_sigma) (PAIR)
+    gap = score_at(smooth, images, t, "probability") - score_at(smooth, start, t, "probability")
     torch.testing.assert_close(a.double().sum((1, 2, 3)), gap.double(), rtol=1e-5, atol=1e-7)
 
 

@@ -80,3 +80,26 @@ def test_report_table_piped_into_a_closed_pipe_exits_quietly(tmp_path) -> None:
     p.stdout.close()  # like `| head -1`
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0 and first.startswith(b"| method") and "Traceback" not in err, err
+
+
+def test_qualitative_grid_draws_colour_bars_and_each_maps_score(tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from fisherattr.io_utils import save_npy
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(tmp_path / "images" / "im0.png")
+    a = np.zeros((3, 16, 16), np.float32)
+    a[:, 2:6, 2:6] = 1.0
+    save_npy(tmp_path / "attributions" / "m1" / "im0.npy", a)              # m2 has no map: a failed cell
+    res = {"settings": {"methods": ["m1", "m2"]}, "images": [{"name": "im0", "kind": "image"}],
+           "columns": [{"metric": "insdel", "column": "difauc", "higher_is_better": True}],
+           "per_image": {"m1": {"im0": {"difauc": 0.4321}}}}
+    captured = {}
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda path, fig: captured.setdefault("fig", fig) and real_save(path, fig))
+    assert plots.qualitative_grid(res, tmp_path, tmp_path / "g.png") is not None
+    titles = [ax.get_title() for ax in captured["fig"].axes]
+    texts = [t.get_text() for ax in captured["fig"].axes for t in ax.texts]
+    assert titles[:3] == ["im0", "m1", "m2\n(failed)"] and len(titles) == 4   # + m1's colour bar
+    assert texts == ["DifAUC 0.432"]

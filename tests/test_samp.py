@@ -9,7 +9,8 @@ import torch.nn as nn
 
 import fisherattr
 from fisherattr.errors import UsageError
-from fisherattr.methods.paths import ScoreFunction, gaussian_blur
+from fisherattr.methods.paths import ScoreFunction
+from fisherattr.methods.paths.blur import delta_kernel_blur
 from fisherattr.methods.samp import SAMP, default_blur, default_pixels_per_step, manipulation_path
 from fisherattr.models import Classifier
 
@@ -72,6 +73,11 @@ def linear_gradient(model: Classifier, t: int) -> torch.Tensor:
     return (model.net.w[t].detach().view(1, 3, 16, 16) / model.std)
 
 
+def gkern_blur(model, images):
+    """The official insertion start: ``gkern(11, 5)`` convolved with zero padding in normalised space."""
+    return model.denormalize(delta_kernel_blur(model.normalize(images), 11, 5.0))
+
+
 def test_defaults():
     assert default_pixels_per_step(224, 224) == 224 * 16
     assert default_pixels_per_step(112, 224) == 224 * 8
@@ -86,7 +92,7 @@ def test_linear_model_closed_form(linear, images, name):
     w = linear_gradient(linear, t)
     m = fisherattr.get_method(name, linear)
     zero = linear.mean.expand_as(images)
-    blur = gaussian_blur(images, 5.0, radius=5, fill=zero)
+    blur = gkern_blur(linear, images)
     expected = -(w * (zero - images)).sum(1, keepdim=True) + (w * (images - blur)).sum(1, keepdim=True)
     torch.testing.assert_close(m.attribute(images, target=t), expected, rtol=1e-4, atol=1e-5)
     dele = fisherattr.get_method(name, linear, direction="deletion").attribute(images, target=t)
@@ -117,7 +123,7 @@ def test_greedy_order_follows_projection(linear, images):
     w = linear_gradient(linear, t)
     paths = SAMP(linear, pixels_per_step=7).walk(images, target=t)
     zero = linear.mean.expand_as(images)
-    blur = gaussian_blur(images, 5.0, radius=5, fill=zero)
+    blur = gkern_blur(linear, images)
     for k, (start, end, sign) in {"insertion": (blur, images, 1), "deletion": (images, zero, -1)}.items():
         p = sign * (w * (end - start)).sum(1).flatten(1)
         step = paths[k].finished_at.flatten(1)
@@ -129,7 +135,7 @@ def test_greedy_order_follows_projection(linear, images):
 @pytest.mark.parametrize("name", ["samp", "samp++"])
 def test_paths_end_at_the_end_point(smooth, images, name):
     """Every path ends exactly at its end point; without IC each pixel is visited exactly once."""
-    m = fisherattr.get_method(name, smooth, pixels_per_step=10)
+    m = fisherattr.get_method(name, smooth, pixels_per_step=10, selection="exact")
     paths = m.walk(images)
     zero = smooth.mean.expand_as(images)
     assert torch.equal(paths["deletion"].final, zero) and torch.equal(paths["insertion"].final, images)
@@ -220,3 +226,16 @@ def test_lite0_smoke(lite0, chelsea, name):
     assert (paths["deletion"].f_end < paths["deletion"].f_start).all()
     a = m.attribute(chelsea)
     assert a.shape == (1, 1, 224, 224) and torch.isfinite(a).all()
+
+
+def test_official_rules_options(tiny_model):
+    """eta's L1 is weighted by 1/std (normalised space) by default; 'pixel' measures it in [0,1] units."""
+    from fisherattr.methods.samp import SAMPPlusPlus
+
+    model = Classifier(tiny_model.net, mean=(0.5,) * 3, std=(0.2, 0.4, 0.5), classes=tiny_model.classes).eval()
+    m = SAMPPlusPlus(model)
+    assert m.selection == "official" and m.eta_space == "normalised"
+    torch.testing.assert_close(m.l1_weight(3), torch.tensor([5.0, 2.5, 2.0]))
+    assert SAMPPlusPlus(model, eta_space="pixel").l1_weight(3) is None
+    with pytest.raises(UsageError, match="selection"):
+        SAMPPlusPlus(model, selection="nearest")

@@ -84,7 +84,9 @@ def test_companions_round_trip_and_shipped_world(tmp_path) -> None:
                      input_size=(64, 64))
     save_classifier(clf, tmp_path / "m", builder="fisherattr.models.small_cnn:build_small_cnn",
                     companions={"denoiser": "../den", "estimate_data": "synthetic"})
-    back = load_classifier(str(tmp_path / "m"))
+    with pytest.raises(UsageError, match="outside the model folder"):  # ../ leaves the folder: trusted only
+        load_classifier(str(tmp_path / "m"))
+    back = load_classifier(str(tmp_path / "m"), trust_code=True)
     assert back.companions == {"denoiser": str((tmp_path / "den").resolve()), "estimate_data": "synthetic"}
     # the shipped synthetic classifier names its world's models; the methods pick them up by default
     shipped = load_classifier(str(default_classifier_path()))

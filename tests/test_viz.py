@@ -96,3 +96,87 @@ def test_atomic_writes_leave_old_file_on_error(tmp_path):
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask                 # not mkstemp's private 0600
     q = io_utils.save_npy(tmp_path / "m.npy", torch.arange(6.0).view(2, 3))
     assert np.array_equal(np.load(q), np.arange(6.0).reshape(2, 3))
+
+
+# ------------------------------------------------------------ readable maps
+def signed_map() -> torch.Tensor:
+    a = torch.zeros(1, 4, 4)
+    a[0, 0, 0], a[0, 3, 3] = 2.0, -2.0
+    return a
+
+
+def colours(sign: str) -> np.ndarray:
+    n = viz.normalise(signed_map(), sign=sign, percentile=100)
+    return viz.colorize(n.values, viz.default_cmap(sign))
+
+
+def test_sign_modes_map_known_values_to_known_colours():
+    dark_red, dark_blue = [128, 0, 0], [0, 0, 128]                      # jet(1), jet(0)
+    red, white, blue = [255, 0, 0], [255, 255, 255], [0, 0, 255]        # bwr(1), bwr(0.5), bwr(0)
+    pos, neg, ab, al = colours("positive"), colours("negative"), colours("absolute"), colours("all")
+    assert pos[0, 0].tolist() == dark_red and pos[3, 3].tolist() == dark_blue and pos[1, 2].tolist() == dark_blue
+    assert neg[3, 3].tolist() == dark_red and neg[0, 0].tolist() == dark_blue
+    assert ab[0, 0].tolist() == dark_red and ab[3, 3].tolist() == dark_red and ab[1, 1].tolist() == dark_blue
+    assert al[0, 0].tolist() == red and al[3, 3].tolist() == blue
+    assert np.abs(al[1, 1].astype(int) - white).max() <= 1             # bwr's 256-colour table: (255, 254, 254)
+    n = viz.normalise(signed_map(), sign="all", percentile=100)
+    assert (n.vmin, n.vmax) == (-2.0, 2.0)                              # the colour bar's ends, in map units
+
+
+def test_floor_removal_shows_only_the_bump():
+    yy, xx = np.mgrid[:64, :64]
+    bump = np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / (2 * 4.0 ** 2))
+    info = 0.76 + bump                                                   # FDA-like: a floor of 0.76 nats/pixel
+    far = (yy - 20) ** 2 + (xx - 40) ** 2 > 16 ** 2
+    washed = viz.normalise(info, floor=None)                             # no floor: the whole image is coloured
+    assert washed.values[far].min() > 0.4
+    n = viz.normalise(info)                                              # default floor="min"
+    assert n.vmin == pytest.approx(0.76) and n.values[far].max() < 1e-3  # the floor is gone
+    assert n.values[20, 40] == pytest.approx(1.0)                        # the bump's top is the hottest colour
+    assert n.vmax == pytest.approx(np.percentile(info, 99))
+    # a low percentile as the floor: robust to a few pixels below the floor
+    dented = info.copy()
+    dented[0, :3] = 0.0
+    assert np.median(viz.normalise(dented).values[far]) > 0.4            # "min" is fooled by 3 low pixels ...
+    assert viz.normalise(dented, floor=1.0).values[far].max() < 1e-3     # ... the 1st percentile is not
+    rgb = viz.overlay(np.zeros((64, 64, 3), np.uint8), info, alpha=1.0)
+    assert rgb[0, 0].tolist() == [0, 0, 128] and rgb[20, 40].tolist() == [128, 0, 0]
+    with pytest.raises(ValueError, match="floor"):
+        viz.normalise(info, floor=99.5)
+    with pytest.raises(ValueError, match="floor"):
+        viz.normalise(info, floor="max")
+
+
+def test_show_attribution_has_a_colour_bar_in_map_units_a_score_and_a_large_panel(tmp_path):
+    yy, xx = np.mgrid[:64, :64]
+    info = 0.76 + np.exp(-((yy - 20) ** 2 + (xx - 40) ** 2) / 32.0)
+    fig = viz.show_attribution(torch.rand(3, 64, 64), info, title="fda", score=0.2604, score_label="DifAUC")
+    img_ax, bar_ax = fig.axes
+    assert img_ax.get_title() == "fda"
+    assert [t.get_text() for t in img_ax.texts] == ["DifAUC 0.260"]
+    ticks = [float(t.get_text()) for t in bar_ax.get_yticklabels()]
+    assert ticks == pytest.approx([0.76, np.percentile(info, 99)], abs=5e-3)   # 3 digits
+    fig.canvas.draw()
+    w, h = img_ax.get_window_extent().size
+    assert min(w, h) >= viz.MIN_PANEL_PX
+    fig = viz.show_attribution(torch.rand(3, 8, 8), torch.randn(3, 8, 8), sign="all", path=tmp_path / "s.png")
+    assert [float(t.get_text()) for t in fig.axes[1].get_yticklabels()][1] == 0.0   # centred on zero
+    with Image.open(tmp_path / "s.png") as im:
+        assert min(im.size) >= viz.MIN_PANEL_PX
+    import fisherattr
+
+    assert fisherattr.show_attribution is viz.show_attribution
+
+
+def test_grid_draws_maps_with_colour_bars_scores_and_224px_panels():
+    img = torch.full((3, 32, 32), 0.5)
+    maps = [block_map(32, 32), block_map(32, 32) * -1]
+    fig = viz.comparison_grid([img, img], [maps, [maps[0], None]], ["a", "b"], ["r0", "r1"],
+                              scores=[[0.5, None], [float("nan"), None]], score_label="DifAUC", sign="all")
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_title() in ("a", "b")]
+    assert len(panels) == 3 and len(fig.axes) == 2 + 3 + 3 + 1     # 2 images, 3 maps + 3 bars, 1 failed
+    assert all(min(ax.get_window_extent().size) >= viz.MIN_PANEL_PX for ax in panels)
+    assert [t.get_text() for ax in panels for t in ax.texts] == ["DifAUC 0.500"]   # None and NaN: no label
+    r, g, b = panels[1].images[0].get_array()[8, 25].astype(int).tolist()
+    assert b > r + 60 and b > g + 60                                     # sign="all": the negative block is blue

@@ -3,11 +3,17 @@
 Each sub-command lives in its own module under ``fisherattr.commands`` and
 exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 Exit codes: 0 success, 1 some items failed, 2 usage error.
+
+Command modules import torch and the like inside ``run`` (never at module
+level), so that ``fisherattr --help`` and ``fisherattr list`` start in well
+under a second. Options shared by every command are added here, once:
+``--quiet``/``-q`` (no progress output; ``--no-progress`` is its old name).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 from typing import List, Optional
@@ -25,6 +31,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every sub-command has, spelled the same everywhere."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress output (errors and the final table are still printed)")
+    p.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fisherattr", description="Explain image classifiers and measure the explanations.")
     from . import __version__
@@ -40,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
         mod.add_arguments(p)
+        add_common_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -47,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for key, value in vars(args).items():  # argparse's float() reads "nan" and "inf": never a valid setting
+        if isinstance(value, float) and not math.isfinite(value):
+            print(f"fisherattr {args.command}: error: --{key.replace('_', '-')}: {value} is not a finite number",
+                  file=sys.stderr)
+            return 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

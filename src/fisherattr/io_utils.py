@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -23,11 +23,21 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file (0o666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """Create a new, unique temporary file next to ``path``, opened for writing.
+
+    Created with mode 0o666 so that the kernel applies the process umask (and any
+    default ACL) exactly as for a plain ``open()``; the umask itself is never touched
+    (changing it, even briefly, races with other threads creating files).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # O_EXCL: never reuses (or follows a link at) an existing name
+            continue
+    raise FileExistsError(f"cannot create a temporary file next to {path}")
 
 
 @contextmanager
@@ -37,9 +47,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
-        os.fchmod(fd, _file_mode())  # mkstemp makes 0600 files; outputs should read like any other file
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()

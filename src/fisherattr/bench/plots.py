@@ -183,8 +183,14 @@ def qualitative_grid(results: Dict[str, Any], root: Path, path: Path, max_rows: 
     except ImportError:  # pragma: no cover - viz is part of the package
         viz = None
     if viz is not None and hasattr(viz, "comparison_grid"):
-        overlays = [[None if a is None else viz.overlay(img, a) for a in panels] for _, img, panels in rows]
-        fig = viz.comparison_grid([img for _, img, _ in rows], overlays, methods, [n for n, _, _ in rows])
+        from .report import LABELS
+
+        cols = [c["column"] for c in results.get("columns", [])]
+        col = next((c for c in ("difauc", "insertion", "ehr", "seg_ratio") if c in cols), None)
+        scores = [[results.get("per_image", {}).get(m, {}).get(n, {}).get(col) for m in methods] for n, _, _ in rows]
+        fig = viz.comparison_grid([img for _, img, _ in rows], [panels for _, _, panels in rows], methods,
+                                  [n for n, _, _ in rows], scores=scores if col else None,
+                                  score_label=LABELS.get(col, col or ""))
         return _save(fig, path)
     fig, axes = plt.subplots(len(rows), len(methods) + 1, figsize=(2 * (len(methods) + 1), 2 * len(rows)),
                              squeeze=False)

@@ -13,6 +13,8 @@ its own records file in the shared output folder. The parent then makes the
 ordinary serial pass, which finds everything cached (and retries what failed),
 and writes the results. ``shard = (k, n)`` runs one worker's share only: that
 way the shares can also run on separate machines sharing the folder.
+``executor = "ray"`` computes the items on Ray actors instead, the driver alone
+writing the records (:mod:`fisherattr.bench.ray_executor`), before the same pass.
 
 Example:
     >>> cfg = EvalConfig(model="efficientnet_lite0", methods=["saliency"], data="samples", out="ev")  # doctest: +SKIP
@@ -37,6 +39,7 @@ from ..data.sources import load_data, parse_spec
 from ..errors import UsageError
 from ..metrics.suite import (LOCALISATION, NO_ANNOTATION, PRESET_METRICS, MetricContext, Outcome, get_metric,
                              list_metrics)
+from ..progress import progress_bar
 from .store import ResultStore
 
 TARGET_RULES = ("auto", "top1", "label")
@@ -66,6 +69,12 @@ class EvalConfig:
     workers: int = 1                       # processes; > 1 = parallel shares, then a collecting pass
     shard: Optional[Tuple[int, int]] = None  # (k, n): run worker k's share of n only (k from 0)
     plugins: List[str] = field(default_factory=list)  # modules to import in worker processes
+    executor: str = "local"                # "local": --workers processes; "ray": Ray actors (bench.ray_executor)
+    ray_address: Optional[str] = None      # None: start a local Ray instance; "auto" / "ray://...": join a cluster
+    gpus_per_worker: float = 0.0           # Ray only: GPUs reserved by each actor
+    cpus_per_worker: Optional[float] = None  # Ray only: CPUs per actor (None: this machine's threads / workers)
+    allow_download: bool = False           # torchvision:/timm: weights may be fetched (load_classifier)
+    trust_code: bool = False               # run code the model files name or are (load_classifier)
 
 
 def import_plugins(modules: List[str]) -> None:
@@ -116,6 +125,20 @@ def _default_model(data: str) -> str:
     return "efficientnet_lite0"
 
 
+def load_model(config: EvalConfig) -> Tuple[Optional[str], nn.Module]:
+    """``(name or None, classifier in eval mode on config.device)`` for ``config.model``."""
+    from ..models import as_classifier, load_classifier
+
+    if isinstance(config.model, nn.Module):
+        name, model = None, as_classifier(config.model)
+    else:
+        name = config.model or _default_model(config.data)
+        model = load_classifier(name, allow_download=config.allow_download, trust_code=config.trust_code)
+    if config.device:
+        model = model.to(torch.device(config.device))
+    return name, model.eval()
+
+
 def _first_line(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
@@ -126,7 +149,6 @@ class Evaluation:
 
     def __init__(self, config: EvalConfig) -> None:
         from ..methods.registry import canonical_name
-        from ..models import as_classifier, load_classifier
 
         self.cfg = config
         if config.preset is not None and config.preset not in PRESET_METRICS:
@@ -140,18 +162,16 @@ class Evaluation:
             k, n = config.shard
             if not (n >= 1 and 0 <= k < n):
                 raise UsageError(f"--shard must be K/N with 1 <= K <= N, got {k + 1}/{n}")
+        if config.executor == "ray":
+            from .ray_executor import check_ray_config
+
+            check_ray_config(config)
+        elif config.executor != "local":
+            raise UsageError(f"--executor must be local or ray, got {config.executor!r}")
         self.methods = list(dict.fromkeys(canonical_name(m) for m in config.methods))
         if not self.methods:
             raise UsageError("--methods: no method given")
-        self.model_name = config.model if isinstance(config.model, str) else None
-        if isinstance(config.model, nn.Module):
-            self.model = as_classifier(config.model)
-        else:
-            self.model_name = config.model or _default_model(config.data)
-            self.model = load_classifier(self.model_name)
-        if config.device:
-            self.model = self.model.to(torch.device(config.device))
-        self.model.eval()
+        self.model_name, self.model = load_model(config)
         size = config.size or (self.model.input_size[0] if getattr(self.model, "input_size", None) else 224)
         self.size = int(size)
         self.samples = load_data(config.data, size=self.size, limit=config.limit, seed=config.seed)
@@ -166,6 +186,20 @@ class Evaluation:
         self.store.check_settings(self.fingerprint())
         self._methods: Dict[str, Any] = {}
         self.failures: List[dict] = []
+
+    @classmethod
+    def for_items(cls, config: EvalConfig, model_name: Optional[str], model: nn.Module, size: int,
+                  methods: List[str], metrics: List[str], store: Any) -> "Evaluation":
+        """An evaluation without data, for :meth:`process_image` / :meth:`process_mosaic` calls only.
+
+        Used by remote workers (:mod:`fisherattr.bench.ray_executor`): the items arrive one at a
+        time and ``store`` is an in-memory stand-in for :class:`ResultStore` (same methods).
+        """
+        ev = cls.__new__(cls)
+        ev.cfg, ev.model_name, ev.model, ev.size = config, model_name, model, int(size)
+        ev.methods, ev.metrics, ev.samples, ev.mosaics = list(methods), list(metrics), [], []
+        ev.store, ev._methods, ev.failures = store, {}, []
+        return ev
 
     # ------------------------------------------------------------ helpers
     def fingerprint(self) -> Dict[str, Any]:
@@ -250,19 +284,23 @@ class Evaluation:
 
     def run(self) -> int:
         """Compute everything missing, then write results and figures (a shard only computes)."""
+        from .html_report import save_mask
         from .results import build_results
         from .report import render
 
         started = time.time()
-        if int(self.cfg.workers) > 1 and self.cfg.shard is None:
+        if self.cfg.executor == "ray":
+            from .ray_executor import run_ray
+
+            run_ray(self)  # computes every missing item on Ray actors; the pass below finds them stored
+        elif int(self.cfg.workers) > 1 and self.cfg.shard is None:
             run_workers(self.cfg)
             self.store = ResultStore(self.cfg.out)  # now holding the workers' records too
         items = list(enumerate(self.samples + self.mosaics))
         work = {i: [m for j, m in enumerate(self.methods) if self.mine(i, j)] for i, _ in items}
         samples = [(s, work[i]) for i, s in items[:len(self.samples)] if work[i]]
         mosaics = [(s, work[i]) for i, s in items[len(self.samples):] if work[i]]
-        plain = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
-        grid = [m for m in self.metrics if get_metric(m).needs == "mosaic"]
+        plain, grid = self.metric_groups()
         total = sum(len(ms) for _, ms in samples) * (1 + len(plain))
         total += sum(len(ms) * (len(mo.cells) + len(grid)) for mo, ms in mosaics)
         with torch.no_grad():
@@ -270,46 +308,21 @@ class Evaluation:
         desc, position = "evaluate", None
         if self.cfg.shard is not None:
             desc, position = f"worker {self.cfg.shard[0] + 1}/{self.cfg.shard[1]}", self.cfg.shard[0]
-        bar = tqdm(total=total, desc=desc, unit="step", disable=not self.cfg.progress, dynamic_ncols=True,
-                   position=position)
+        quiet_pass = self.cfg.executor == "ray"  # after Ray's bar over the items, this pass only collects
+        bar = progress_bar(total, desc, unit="step", enabled=self.cfg.progress and not quiet_pass, min_interval=10,
+                           position=position)  # a tqdm bar on a terminal, a line every 10 s in a log
         try:
             for (s, methods), t1 in zip(samples, top1):
                 self.store.save_image(s.name, s.image)
+                save_mask(self.store.root, s.name, s.region())  # the report's ground-truth outline
                 target = self.target_for(s, t1)
                 for m in methods:
                     bar.set_postfix_str(f"{s.name} / {m}", refresh=False)
-                    try:
-                        a, _ = self.attribution(m, s.name, s.image, target)
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as e:  # noqa: BLE001
-                        self._fail(s.name, m, "_attribution", e)
-                        bar.update(1 + len(plain))
-                        continue
-                    bar.update(1)
-                    ctx = self._context(s, a, target, m)
-                    for name in plain:
-                        self._run_metric(name, ctx, s.name, m, target)
-                        bar.update(1)
+                    self.process_image(s, m, target, bar.update)
             for mo, methods in mosaics:
                 self.store.save_image(mo.name, mo.image)
                 for m in methods:
-                    cells = []
-                    try:
-                        for k, c in enumerate(mo.cells):
-                            cells.append(self.attribution(m, f"{mo.name}__cell{k}", mo.image, int(c))[0])
-                            bar.update(1)
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as e:  # noqa: BLE001
-                        self._fail(mo.name, m, "_attribution", e)
-                        bar.update(len(mo.cells) - len(cells) + len(grid))
-                        continue
-                    ctx = self._context(mo, cells[0], int(mo.cells[0]), m)
-                    ctx.cell_attributions = cells
-                    for name in grid:
-                        self._run_metric(name, ctx, mo.name, m, int(mo.cells[0]))
-                        bar.update(1)
+                    self.process_mosaic(mo, m, bar.update)
         finally:
             bar.close()
         if self.cfg.shard is not None:
@@ -317,6 +330,51 @@ class Evaluation:
         build_results(self, wall_seconds=time.time() - started)
         render(self.cfg.out)
         return len(self.failures)
+
+    def metric_groups(self) -> Tuple[List[str], List[str]]:
+        """``(per-image metrics, mosaic metrics)`` of this run."""
+        plain = [m for m in self.metrics if get_metric(m).needs != "mosaic"]
+        return plain, [m for m in self.metrics if get_metric(m).needs == "mosaic"]
+
+    def process_image(self, s: Sample, method: str, target: int, step: Callable[[int], Any] = lambda n: None) -> None:
+        """One (image, method) item: the attribution (cached or computed), then each metric not yet recorded.
+
+        ``step(n)`` reports progress (1 per attribution and per metric).
+        """
+        plain, _ = self.metric_groups()
+        try:
+            a, _ = self.attribution(method, s.name, s.image, target)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._fail(s.name, method, "_attribution", e)
+            step(1 + len(plain))
+            return
+        step(1)
+        ctx = self._context(s, a, target, method)
+        for name in plain:
+            self._run_metric(name, ctx, s.name, method, target)
+            step(1)
+
+    def process_mosaic(self, mo: MosaicSample, method: str, step: Callable[[int], Any] = lambda n: None) -> None:
+        """One (mosaic, method) item: one attribution per cell towards its class, then the mosaic metrics."""
+        _, grid = self.metric_groups()
+        cells: List[torch.Tensor] = []
+        try:
+            for k, c in enumerate(mo.cells):
+                cells.append(self.attribution(method, f"{mo.name}__cell{k}", mo.image, int(c))[0])
+                step(1)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001
+            self._fail(mo.name, method, "_attribution", e)
+            step(len(mo.cells) - len(cells) + len(grid))
+            return
+        ctx = self._context(mo, cells[0], int(mo.cells[0]), method)
+        ctx.cell_attributions = cells
+        for name in grid:
+            self._run_metric(name, ctx, mo.name, method, int(mo.cells[0]))
+            step(1)
 
     def _device(self) -> torch.device:
         return next((p.device for p in self.model.parameters()), torch.device("cpu"))

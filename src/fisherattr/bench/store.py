@@ -44,6 +44,18 @@ def shard_records_name(shard: Tuple[int, int]) -> str:
     return f"records.shard-{shard[0] + 1}-of-{shard[1]}.jsonl"
 
 
+def run_lock(root: str | os.PathLike, shard: Optional[Tuple[int, int]] = None):
+    """The lock one ``evaluate`` process holds on its folder (one per share for ``--shard`` runs).
+
+    A second run into the same folder is refused with its holder's PID; shares of one
+    run (``--shard K/N``, different K) may still share the folder.
+    """
+    from ..outdir import LOCK_NAME, FolderLock
+
+    name = LOCK_NAME if shard is None else f"{LOCK_NAME}.shard-{shard[0] + 1}-of-{shard[1]}"
+    return FolderLock(root, name=name, what="evaluate" if shard is None else f"evaluate --shard {shard[0] + 1}/{shard[1]}")
+
+
 def safe_name(name: str) -> str:
     """A file-system-safe version of an image or method name."""
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "x"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from .model_flags import add_model_flags, model_kwargs
+
 NAME = "estimate-bottleneck"
 HELP = "Estimate a layer's per-feature mean/std (Welford) for IBA and InputIBA, and save it (safetensors)."
 
@@ -27,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random crops (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     p.add_argument("--out", required=True, help="output file (.safetensors; a .json sidecar is written beside it)")
+    add_model_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--samples must be >= 2, got {args.samples}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    model = load_classifier(args.model, device=args.device)
+    from pathlib import Path
+
+    from ..outdir import check_output_dir
+
+    if Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a folder; give a .safetensors file name")
+    check_output_dir(Path(args.out).expanduser().parent)
+    model = load_classifier(args.model, device=args.device, **model_kwargs(args))
     layer = args.layer or default_layer(model)
     if args.size is not None:
         if args.size < 8:
@@ -47,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         size = tuple(model.input_size) if getattr(model, "input_size", None) else (224, 224)
     est = estimate_layer(model, layer, args.data, args.samples, size, batch_size=args.batch_size, seed=args.seed,
-                         progress=True)
+                         progress=not getattr(args, "quiet", False))
     path = est.save(args.out)
     print(f"saved {layer} statistics over {est.n} images, features {list(est.feature_shape)}, "
           f"{int(est.active.sum())}/{est.active.numel()} active -> {path}")

@@ -3,11 +3,13 @@
 Outputs in ``--out``: ``attributions/<method>/<image>.npy`` (cache), ``images/``,
 ``records.jsonl`` (one line per finished result; a rerun with the same ``--out``
 resumes and recomputes nothing already there), ``results.json`` (canonical),
-``results.csv``, ``per_image.csv``, ``results.md`` and ``figures/*.png``.
+``results.csv``, ``per_image.csv``, ``results.md``, ``figures/*.png``, ``masks/`` (ground-truth
+regions) and ``report.html`` (one self-contained page: table, gallery, curves; see ``bench/html_report.py``).
 
 Example:
     fisherattr evaluate --methods saliency,integrated-gradients --data samples --out eval
     fisherattr evaluate --model synthetic --data synthetic:64 --preset inputiba --methods fda,iba --out ev
+    fisherattr evaluate --data synthetic:64 --methods fda,ig --executor ray --workers 4 --out ev   # Ray actors
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import argparse
 from typing import Any, Dict, List
 
 from ..errors import UsageError
+from .model_flags import add_model_flags, model_kwargs
 
 NAME = "evaluate"
 HELP = "Measure attribution methods with faithfulness and localisation metrics over a data set."
@@ -35,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: samples)")
     p.add_argument("--limit", type=int, default=None, help="use at most N images")
     p.add_argument("--preset", default=None, choices=["inputiba", "rise", "samp", "idgi"],
-                   help="paper protocol: insertion/deletion preset and that paper's metric set")
+                   help="paper protocol: insertion/deletion preset and that paper's metric set "
+                        "(default: inputiba's insertion/deletion, every metric the data allows)")
     p.add_argument("--seed", type=int, default=0, help="seed for methods and metrics (default 0)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per model call inside metrics (default: automatic; on a CPU as many as "
@@ -60,8 +64,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", default=None, metavar="K/N",
                    help="compute only share K of N (1 <= K <= N) into --out, without writing results; "
                         "run the N shares anywhere, then once without --shard to collect")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: --workers processes on this machine (default); ray: --workers Ray actors, on "
+                        "this machine or a cluster (needs `pip install fisherattr[ray]`)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: join this Ray cluster ('auto' or ray://HOST:10001; default: start "
+                        "a local Ray instance)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="with --executor ray: GPUs per worker (fractions share a GPU; default 0)")
+    p.add_argument("--cpus-per-worker", type=float, default=None, metavar="C",
+                   help="with --executor ray: CPUs (torch threads) per worker (default: this machine's threads "
+                        "/ --workers)")
     p.add_argument("--out", required=True, help="output folder (reused to resume an interrupted run)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_flags(p)
 
 
 def parse_metric_options(items: List[str]) -> Dict[str, Dict[str, Any]]:
@@ -91,6 +106,16 @@ def parse_shard(text: str) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check ``--out`` and hold its lock (one run per folder) before anything is loaded."""
+    from ..bench.store import run_lock
+    from ..outdir import check_output_dir
+
+    check_output_dir(args.out)
+    with run_lock(args.out, parse_shard(args.shard) if args.shard else None):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..bench.runner import EvalConfig, Evaluation, import_plugins
     from .explain import parse_methods, parse_options
 
@@ -100,20 +125,29 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     metrics = [m for m in (args.metrics or "").split(",") if m.strip()] or None
     shard = parse_shard(args.shard) if args.shard else None
-    cfg = EvalConfig(methods=methods, out=args.out, model=args.model, data=args.data, metrics=metrics,
+    if args.executor != "ray":
+        given = [o for o, v in (("--address", args.address), ("--gpus-per-worker", args.gpus_per_worker),
+                                ("--cpus-per-worker", args.cpus_per_worker)) if v]
+        if given:
+            raise UsageError(f"{given[0]} needs --executor ray")
+    cfg = EvalConfig(**model_kwargs(args), methods=methods, out=args.out, model=args.model, data=args.data, metrics=metrics,
                      preset=args.preset, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
                      target=args.target, size=args.size, mosaics=args.mosaics,
                      mosaic_threshold=args.mosaic_threshold,
                      method_options={k: v for k, v in parse_options(args.option, methods).items() if v},
                      metric_options=parse_metric_options(args.metric_option), device=args.device,
-                     progress=not args.no_progress, workers=args.workers, shard=shard,
-                     plugins=list(args.plugins))
+                     progress=not getattr(args, "quiet", False), workers=args.workers, shard=shard,
+                     plugins=list(args.plugins), executor=args.executor, ray_address=args.address,
+                     gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
     ev = Evaluation(cfg)
     failures = ev.run()
     if shard is not None:
         print(f"share {args.shard} done in {args.out}; run again without --shard to collect the results")
         return 1 if failures else 0
-    print(f"results: {args.out}/results.md, results.json, results.csv, figures/")
+    from ..bench.html_report import write_report
+
+    write_report(args.out)  # report.html: ranked table, gallery, curves, settings
+    print(f"results: {args.out}/report.html, results.md, results.json, results.csv, figures/")
     md = (ev.store.root / "results.md").read_text(encoding="utf-8").split("\n## ")[0]
     print(md)
     return 1 if failures else 0

@@ -4,29 +4,42 @@ Outputs in ``--out``:
 - ``<image>/input.png``: the image as the model saw it (after resizing);
 - ``<image>/<method>.npy``: the attribution (``[C,H,W]`` float32; ``[1,H,W]`` for per-pixel methods);
 - ``<image>/<method>.png``: its heat-map overlay;
-- ``grid.png``: rows = images, columns = methods;
+- ``grid.png``: rows = images, columns = methods (each map with its colour bar and DifAUC);
+- ``report.html``: one self-contained page (ranked table, gallery, settings; ``fisherattr.bench.html_report``);
 - ``summary.json``: model, prediction, target, per-method options, wall time and
   insertion/deletion scores (``inputiba`` by default), and the failures with reasons.
 
+A folder that holds an earlier run is refused unless ``--overwrite``, which removes
+that run's files first: the folder never holds maps its ``summary.json`` does not list.
 Every file is written under a temporary name and moved into place. Exit code:
 0 all done, 1 some image/method failed (the rest is still written), 2 usage error.
 
 Example:
-    fisherattr explain chelsea coffee --method saliency,integrated-gradients --out outputs
-    fisherattr explain cat.jpg --method fda --option fda.steps=50 --target "tabby" --out out
+    fisherattr explain chelsea coffee --methods saliency,integrated-gradients --out outputs
+    fisherattr explain cat.jpg -m fda -o fda.steps=50 --target "tabby" --preset quick --out out
+
+Each image's files, ``grid.png`` and ``summary.json`` (``"status": "running"``)
+are written as soon as that image is done, so an interrupted run keeps every
+finished image (``"status": "interrupted"``). Progress goes to stderr: a bar on
+a terminal, one line per map in a log (``--quiet`` silences it).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-import torch
-from tqdm.auto import tqdm
-
+from ..catalog import INSDEL_PRESETS
 from ..errors import UsageError
+from ..outdir import RunFolder
+from ..progress import echo, format_seconds, progress_bar
+from .model_flags import add_model_flags, model_kwargs
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that `fisherattr --help` starts fast
+    import torch
 
 NAME = "explain"
 HELP = "Explain images with attribution methods: maps (.npy), overlays, a grid, DifAUC and summary.json."
@@ -35,25 +48,36 @@ HELP = "Explain images with attribution methods: maps (.npy), overlays, a grid, 
 DEFAULT_METHODS = ["fda", "diffib", "samp++", "idgi-ig", "integrated-gradients", "saliency", "gradcam"]
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+#: Top-level files of a run (besides one folder per image holding ``input.png``).
+EXPLAIN_FILES = ("summary.json", "grid.png", "report.html")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..metrics.insertion_deletion import PRESETS
-
     p.add_argument("images", nargs="*", help="image files or sample photo names (default: the shipped samples)")
-    p.add_argument("--method", "-m", action="append", default=None, metavar="M[,M2...]",
+    p.add_argument("--methods", "--method", "-m", dest="methods", action="append", default=None,
+                   metavar="M[,M2...]",
                    help="methods to run (repeat or comma-separate; 'all' = every registered method; default: "
-                        f"{', '.join(DEFAULT_METHODS)} when installed)")
+                        f"{', '.join(DEFAULT_METHODS)} when installed; see `fisherattr list methods`)")
     p.add_argument("--model", default=None, help="classifier name or path (default: efficientnet_lite0)")
     p.add_argument("--target", default="auto", help="auto (top-1), a class index, or a class name")
     p.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out (its files are removed first; default: refuse)")
+    add_model_flags(p)
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="seed passed to every method (default 0)")
     p.add_argument("--size", type=int, default=None,
                    help="resize images to SIZE x SIZE (shorter side + centre crop; default: the model's input size)")
-    p.add_argument("--metrics", default="inputiba", choices=[*PRESETS, "none"],
-                   help="insertion/deletion preset for DifAUC, or none (default: inputiba)")
-    p.add_argument("--metric-batch-size", type=int, default=64, help="images per model call in the metric")
+    p.add_argument("--preset", default="inputiba", choices=[*INSDEL_PRESETS, "none"],
+                   help="insertion/deletion preset for DifAUC, or none to skip the metric (default: inputiba; "
+                        "quick = the same curves with 5%% steps, 5x cheaper)")
+    p.add_argument("--metrics", dest="preset", choices=[*INSDEL_PRESETS, "none"], default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --preset
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per model call in the metric (default: automatic; on a CPU as many as fit "
+                        "four 224x224 images, on a GPU 64)")
+    p.add_argument("--metric-batch-size", dest="batch_size", type=int, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --batch-size
     p.add_argument("--option", "-o", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a method option, typed like its default (e.g. fda.steps=50); repeatable")
 
@@ -72,13 +96,17 @@ def parse_value(text: str, default: Any, where: str) -> Any:
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):
-            return float(text)
+            if low in ("none", "null"):  # e.g. fda.keep_prob=none; the method decides whether None is allowed
+                return None
+            return _finite(float(text), text, where)
         if isinstance(default, str):
             return text
         if isinstance(default, (tuple, list)):
             elem = default[0] if len(default) else None
             parts = [parse_value(s, elem, where) for s in text.split(",") if s.strip()]
             return type(default)(parts)
+    except UsageError:
+        raise
     except ValueError as e:
         raise UsageError(f"--option {where}: cannot read {text!r} as {type(default).__name__} ({e})") from None
     if low in ("none", "null"):
@@ -87,14 +115,22 @@ def parse_value(text: str, default: Any, where: str) -> Any:
         return low in _TRUE
     for conv in (int, float):
         try:
-            return conv(text)
+            value = conv(text)
         except ValueError:
-            pass
+            continue
+        return _finite(value, text, where)
     return text
 
 
+def _finite(value: Any, text: str, where: str) -> Any:
+    """``value`` unless it is a NaN or infinite float (never a valid setting)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"--option {where}: {text!r} is not a finite number")
+    return value
+
+
 def parse_methods(specs: Optional[List[str]]) -> Tuple[List[str], bool]:
-    """Canonical method names from ``--method`` values (or the defaults), and whether they were explicit."""
+    """Canonical method names from ``--methods`` values (or the defaults), and whether they were explicit."""
     from ..methods.registry import canonical_name
 
     if not specs:
@@ -106,7 +142,7 @@ def parse_methods(specs: Optional[List[str]]) -> Tuple[List[str], bool]:
                 continue
         if not names:
             raise UsageError(f"none of the default methods ({', '.join(DEFAULT_METHODS)}) is installed; "
-                             "choose one with --method")
+                             "choose one with --methods")
         return list(dict.fromkeys(names)), False
     from ..methods.registry import list_methods
 
@@ -118,7 +154,7 @@ def parse_methods(specs: Optional[List[str]]) -> Tuple[List[str], bool]:
             elif s.strip():
                 names.append(canonical_name(s))
     if not names:
-        raise UsageError("--method: no method given")
+        raise UsageError("--methods: no method given")
     return list(dict.fromkeys(names)), True
 
 
@@ -145,7 +181,9 @@ def parse_options(items: List[str], methods: List[str]) -> Dict[str, Dict[str, A
     return out
 
 
-def resolve_device(spec: Optional[str]) -> torch.device:
+def resolve_device(spec: Optional[str]) -> "torch.device":
+    import torch
+
     if spec is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -185,25 +223,29 @@ class _Run:
     """State of one ``explain`` run: loaded once, then every image x method."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
         from .. import data as fdata
         from ..models import DEFAULT_MODEL, load_classifier
         from ..methods.registry import accepted_options, get_method, method_class
 
         self.args = args
-        self.methods, explicit = parse_methods(args.method)
+        self.methods, explicit = parse_methods(args.methods)
         self.options = parse_options(args.option, self.methods)
-        if args.metric_batch_size < 1:
-            raise UsageError(f"--metric-batch-size must be >= 1, got {args.metric_batch_size}")
+        if args.batch_size is not None and args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.size is not None and args.size < 8:
             raise UsageError(f"--size must be >= 8, got {args.size}")
         self.device = resolve_device(args.device)
         self.out = Path(args.out)
+        # before any model loads: writable, and no earlier run whose files the new summary would not list
+        self.folder = RunFolder(self.out, top=EXPLAIN_FILES, marker="input.png").check(overwrite=args.overwrite)
         self.failures: List[Dict[str, Any]] = []
 
         # the model once, then the images; a run where no image loads is a usage error
         model_name = args.model or DEFAULT_MODEL
         try:
-            self.model = load_classifier(model_name, device=self.device)
+            self.model = load_classifier(model_name, device=self.device, **model_kwargs(args))
         except UsageError:
             raise
         except Exception as e:  # noqa: BLE001 - any loader failure is reported on one line
@@ -262,10 +304,12 @@ class _Run:
     @staticmethod
     def _echo(failure: Dict[str, Any]) -> None:
         where = " / ".join(s for s in (failure["image"], failure["method"]) if s)
-        tqdm.write(f"fisherattr explain: {where}: {failure['error']}", file=sys.stderr)
+        echo(f"fisherattr explain: {where}: {failure['error']}", sys.stderr)
 
     # ----------------------------------------------------------------- work
-    def predict(self, x: torch.Tensor) -> Dict[str, Any]:
+    def predict(self, x: "torch.Tensor") -> Dict[str, Any]:
+        import torch
+
         with torch.no_grad():
             logits = self.model(x.to(self.device)).float()
         if logits.shape != (1, self.num_classes):
@@ -279,7 +323,9 @@ class _Run:
         return {"predicted": {"index": top, "name": name(top), "probability": float(probs[top])},
                 "target": {"index": t, "name": name(t), "probability": float(probs[t])}}
 
-    def explain_one(self, name: str, x: torch.Tensor, method: str, target: int) -> Tuple[Dict[str, Any], Any]:
+    def explain_one(self, name: str, x: "torch.Tensor", method: str, target: int) -> Tuple[Dict[str, Any], Any]:
+        import torch
+
         from ..metrics.insertion_deletion import insertion_deletion
         from ..viz import overlay
         from ..io_utils import save_npy, save_png
@@ -301,75 +347,114 @@ class _Run:
         panel = overlay(x, a)
         save_png(png, panel)
         rec.update(attribution=str(npy.relative_to(self.out)), overlay=str(png.relative_to(self.out)))
-        if self.args.metrics != "none":
-            r = insertion_deletion(self.model, x, a, target=target, preset=self.args.metrics,
-                                   batch_size=self.args.metric_batch_size)
+        if self.args.preset != "none":
+            r = insertion_deletion(self.model, x, a, target=target, preset=self.args.preset,
+                                   batch_size=self.args.batch_size)
             rec.update(insertion=float(r.insertion[0]), deletion=float(r.deletion[0]),
                        difauc=float(r.difauc[0]))
             if "insertion_ratio" in r.extras:
                 rec["insertion_ratio"] = float(r.extras["insertion_ratio"][0])
-        return rec, panel
+        return rec, a[0]  # the grid draws the map itself, with a colour bar and the score
 
     def run(self) -> int:
-        from ..io_utils import save_png, write_json
-        from ..viz import comparison_grid, image_uint8
-        from .. import __version__
+        from ..io_utils import save_png
+        from ..viz import image_uint8
 
+        self.folder.clear()  # --overwrite: the earlier run's files go before the first new one is written
         for f in self.failures:  # images that could not be read
             self._echo(f)
-        per_image: Dict[str, Any] = {}
-        grid_rows, grid_images, grid_names = [], [], []
-        bar = tqdm(total=len(self.images) * len(self.methods), desc="explain", unit="map", disable=None)
-        for name, spec, x in self.images:
-            rec: Dict[str, Any] = {"source": str(spec)}
-            per_image[name] = rec
-            try:
-                rec.update(self.predict(x))
-            except UsageError as e:
-                self._fail(name, None, str(e))
-                rec["error"] = str(e)
-                bar.update(len(self.methods))
-                continue
-            save_png(self.out / name / "input.png", image_uint8(x))
-            target = rec["target"]["index"]
-            rec["methods"] = {}
-            row = []
-            for m in self.methods:
-                bar.set_postfix_str(f"{name}/{m}")
-                panel = None
-                if m in self.build_errors:
-                    self._fail(name, m, f"method could not be built: {self.build_errors[m]}")
-                else:
-                    try:
-                        rec["methods"][m], panel = self.explain_one(name, x, m, target)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - one failed item must not stop the run
-                        self._fail(name, m, str(e) if isinstance(e, UsageError) else _first_line(e))
-                row.append(panel)
-                bar.update(1)
-            grid_rows.append(row)
-            grid_images.append(x)
-            t = rec["target"]
-            grid_names.append(f"{name}\n{t['name'][:24]} ({t['probability']:.2f})")
+        self.per_image: Dict[str, Any] = {}
+        self.grid_rows: List[list] = []
+        self.grid_images: List[Any] = []
+        self.grid_names: List[str] = []
+        self.started = time.perf_counter()
+        quiet = bool(getattr(self.args, "quiet", False))
+        if not quiet:
+            echo(f"explain: {len(self.images)} image(s) x {len(self.methods)} method(s), preset "
+                 f"{self.args.preset}; each image's files, grid.png and summary.json go to {self.out} "
+                 "as soon as it is done", sys.stderr)
+        bar = progress_bar(len(self.images) * len(self.methods), "explain", unit="map", enabled=not quiet)
+        finished = 0
+        try:
+            for name, spec, x in self.images:
+                rec: Dict[str, Any] = {"source": str(spec)}
+                self.per_image[name] = rec
+                try:
+                    rec.update(self.predict(x))
+                except UsageError as e:
+                    self._fail(name, None, str(e))
+                    rec["error"] = str(e)
+                    bar.update(len(self.methods))
+                    continue
+                save_png(self.out / name / "input.png", image_uint8(x))
+                target = rec["target"]["index"]
+                rec["methods"] = {}
+                row = []
+                for m in self.methods:
+                    bar.set_postfix_str(f"{name}/{m}")
+                    panel = None
+                    if m in self.build_errors:
+                        self._fail(name, m, f"method could not be built: {self.build_errors[m]}")
+                    else:
+                        try:
+                            rec["methods"][m], panel = self.explain_one(name, x, m, target)
+                        except KeyboardInterrupt:
+                            raise
+                        except Exception as e:  # noqa: BLE001 - one failed item must not stop the run
+                            self._fail(name, m, str(e) if isinstance(e, UsageError) else _first_line(e))
+                    row.append(panel)
+                    bar.update(1)
+                self.grid_rows.append(row)
+                self.grid_images.append(x)
+                t = rec["target"]
+                self.grid_names.append(f"{name}\n{t['name'][:24]} ({t['probability']:.2f})")
+                finished += 1
+                self._write_outputs("running")  # this image's files are on disk: the grid and summary follow
+                if not quiet:
+                    echo(f"explain: {name} done ({finished}/{len(self.images)} images, "
+                         f"{format_seconds(time.perf_counter() - self.started)}); "
+                         f"updated {self.out / 'summary.json'} and grid.png", sys.stderr)
+        except KeyboardInterrupt:
+            bar.close()
+            self._write_outputs("interrupted")
+            echo(f"explain: interrupted; {finished} finished image(s) kept in {self.out}", sys.stderr)
+            raise
         bar.close()
+        self._write_outputs("partial" if self.failures else "ok")
+        self._print_table(self.per_image)
+        return 1 if self.failures else 0
 
-        summary = {
+    def summary(self, status: str) -> Dict[str, Any]:
+        """The content of ``summary.json`` now (``status``: running, interrupted, ok or partial)."""
+        from .. import __version__
+
+        preset = self.args.preset
+        return {
             "fisherattr_version": __version__, "model": getattr(self.model, "name", self.args.model),
             "device": str(self.device), "seed": self.args.seed, "target_rule": self.args.target,
-            "metric_preset": None if self.args.metrics == "none" else self.args.metrics,
+            "metric_preset": None if preset == "none" else preset,
             "methods": {m: {"options": self.built[m].options() if m in self.built else self.options[m],
                             "per_pixel": bool(getattr(self.built.get(m), "per_pixel", False))}
                         for m in self.methods},
-            "images": per_image, "per_method": self._per_method(per_image),
-            "grid": None, "failures": self.failures, "status": "partial" if self.failures else "ok",
+            "images": self.per_image, "per_method": self._per_method(self.per_image),
+            "grid": "grid.png" if self.grid_rows else None, "failures": self.failures,
+            "status": status if status in ("running", "interrupted") or not self.failures else "partial",
+            "wall_seconds": round(time.perf_counter() - self.started, 2),
         }
-        if grid_rows:
-            comparison_grid(grid_images, grid_rows, self.methods, grid_names, path=self.out / "grid.png")
-            summary["grid"] = "grid.png"
-        write_json(self.out / "summary.json", summary)
-        self._print_table(per_image)
-        return 1 if self.failures else 0
+
+    def _write_outputs(self, status: str) -> None:
+        """Rewrite ``grid.png`` (finished images) and ``summary.json`` (everything so far)."""
+        from ..bench.html_report import write_report
+        from ..io_utils import write_json
+        from ..viz import comparison_grid
+
+        if self.grid_rows:
+            scores = [[r["methods"].get(m, {}).get("difauc") for m in self.methods]
+                      for r in self.per_image.values() if "methods" in r][:len(self.grid_rows)]
+            comparison_grid(self.grid_images, self.grid_rows, self.methods, self.grid_names,
+                            path=self.out / "grid.png", scores=scores, score_label="DifAUC")
+        write_json(self.out / "summary.json", self.summary(status))
+        write_report(self.out)  # report.html: table, gallery, settings (fisherattr.bench.html_report)
 
     def _per_method(self, per_image: Dict[str, Any]) -> Dict[str, Any]:
         out = {}
@@ -382,7 +467,7 @@ class _Run:
         return out
 
     def _print_table(self, per_image: Dict[str, Any]) -> None:
-        metric = self.args.metrics != "none"
+        metric = self.args.preset != "none"
         head = f"{'image':16s} {'target':24s} {'method':22s} {'time[s]':>8s}" + (f" {'DifAUC':>7s}" if metric else "")
         print(head)
         print("-" * len(head))

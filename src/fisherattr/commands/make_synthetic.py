@@ -17,11 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
 from ..errors import UsageError
+from ..progress import progress_iter
 
 NAME = "make-synthetic"
 HELP = "Write N procedural images with exact object masks and boxes (class folders + sidecars)."
@@ -37,13 +34,16 @@ def write_synthetic(out: str | Path, n: int, size: int = 64, seed: int = 0, spli
         >>> sorted(p.name for p in (d / "disc-solid").iterdir())
         ['000000.boxes.json', '000000.mask.png', '000000.png']
     """
+    import numpy as np
+    from PIL import Image
+
     from ..data.synthetic import class_names, scene
 
     if n < 1:
         raise UsageError(f"--n must be >= 1, got {n}")
     names = class_names(classes)
     out = Path(out)
-    for i in tqdm(range(n), desc="writing", disable=not progress):
+    for i in progress_iter(range(n), desc="make-synthetic", unit="image", enabled=progress, min_interval=10):
         s = scene(i, size, seed, split, classes)
         folder = out / names[s.label]
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = write_synthetic(args.out, args.n, args.size, args.seed, args.split, args.classes,
-                          progress=args.n > 500, images_only=args.images_only)
+                          progress=args.n > 500 and not getattr(args, "quiet", False), images_only=args.images_only)
     print(f"wrote {args.n} images to {out}")
     return 0

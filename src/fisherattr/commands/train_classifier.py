@@ -24,13 +24,13 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
-
-import torch
-import torch.nn.functional as F
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 from ..errors import UsageError
+from ..progress import progress_bar, progress_iter
+
+if TYPE_CHECKING:  # imported where used, so that `fisherattr --help` starts fast
+    import torch
 
 NAME = "train-classifier"
 HELP = "Train the small CNN on the procedural synthetic world and save it (safetensors + classifier.json)."
@@ -72,20 +72,25 @@ class TrainConfig:
             raise UsageError(f"--classes must be in {MIN_CLASSES}..{MAX_CLASSES}, got {self.classes}")
 
 
-def _generate_uint8(n: int, cfg: TrainConfig, split: str, progress: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _generate_uint8(n: int, cfg: TrainConfig, split: str, progress: bool) -> Tuple["torch.Tensor", "torch.Tensor"]:
+    import torch
+
     from ..data.synthetic import generate
 
     imgs = torch.empty(n, 3, cfg.size, cfg.size, dtype=torch.uint8)
     labels = torch.empty(n, dtype=torch.long)
-    for i in tqdm(range(n), desc=f"generating {split}", disable=not progress, leave=False):
+    for i in progress_iter(range(n), desc=f"generating {split}", unit="image", enabled=progress, min_interval=10,
+                           leave=False):
         img, label, _ = generate(i, cfg.size, cfg.data_seed, split, cfg.classes)
         imgs[i] = torch.from_numpy(img).permute(2, 0, 1)
         labels[i] = label
     return imgs, labels
 
 
-def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _dihedral(x: "torch.Tensor", g: "torch.Generator") -> "torch.Tensor":
     """Apply one random element of the 8 flips/quarter-turns per image."""
+    import torch
+
     k = torch.randint(0, 8, (x.shape[0],), generator=g)
     out = x.clone()
     for e in range(8):
@@ -96,9 +101,8 @@ def _dihedral(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
-def vp_noise_augment(x: torch.Tensor, fraction: float, max_t: float, g: torch.Generator,
-                     cells: int = 4) -> torch.Tensor:
+def vp_noise_augment(x: "torch.Tensor", fraction: float, max_t: float, g: "torch.Generator",
+                     cells: int = 4) -> "torch.Tensor":
     """Perturb a random ``fraction`` of the images ``[B,3,H,W]`` (in [0,1]) through the VP SDE.
 
     Each chosen image gets per-pixel times ``t = T * field`` with ``T ~ U(0, max_t)``
@@ -109,11 +113,23 @@ def vp_noise_augment(x: torch.Tensor, fraction: float, max_t: float, g: torch.Ge
     space ``2x - 1``, clamped back to [0, 1]. No mask is used.
 
     Example:
+        >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> x = torch.full((4, 3, 8, 8), 0.5)
         >>> bool((vp_noise_augment(x, 0.0, 1.0, g) == x).all())
         True
     """
+    import torch
+
+    with torch.no_grad():
+        return _vp_noise_augment(x, fraction, max_t, g, cells)
+
+
+def _vp_noise_augment(x: "torch.Tensor", fraction: float, max_t: float, g: "torch.Generator",
+                      cells: int) -> "torch.Tensor":
+    import torch
+    import torch.nn.functional as F
+
     from ..sde import VPSchedule
 
     b = x.shape[0]
@@ -133,15 +149,17 @@ def vp_noise_augment(x: torch.Tensor, fraction: float, max_t: float, g: torch.Ge
     return out
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
+def accuracy(model: "torch.nn.Module", images: "torch.Tensor", labels: "torch.Tensor", batch: int = 256) -> float:
     """Top-1 accuracy of a [0,1]-input classifier on uint8 or float images."""
+    import torch
+
     model.eval()
     correct = 0
-    for i in range(0, len(images), batch):
-        x = images[i:i + batch]
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        correct += int((model(x).argmax(1) == labels[i:i + batch]).sum())
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch]
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+            correct += int((model(x).argmax(1) == labels[i:i + batch]).sum())
     return correct / max(1, len(images))
 
 
@@ -158,6 +176,9 @@ def train_synthetic_classifier(cfg: TrainConfig, out: Optional[str | Path] = Non
         >>> sorted(stats)
         ['final_loss', 'parameters', 'test_accuracy', 'train_seconds']
     """
+    import torch
+    import torch.nn.functional as F
+
     from ..data.synthetic import MEAN, STD, class_names
     from ..models import Classifier, save_classifier
     from ..models.small_cnn import build_small_cnn
@@ -174,8 +195,8 @@ def train_synthetic_classifier(cfg: TrainConfig, out: Optional[str | Path] = Non
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
     t0 = time.perf_counter()
     loss_ema = float("nan")
-    bar = tqdm(range(cfg.steps), desc="training", disable=not progress)
-    for step in bar:
+    bar = progress_bar(cfg.steps, desc="training", unit="step", enabled=progress, min_interval=10)
+    for step in range(cfg.steps):
         model.train()
         idx = torch.randint(0, cfg.train_images, (cfg.batch,), generator=g)
         x = _dihedral(train_x[idx], g).float().div_(255.0)
@@ -190,6 +211,8 @@ def train_synthetic_classifier(cfg: TrainConfig, out: Optional[str | Path] = Non
         loss_ema = lv if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * lv
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_ema:.3f}")
+        bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - t0
     model.eval()
     stats = {"test_accuracy": accuracy(model, test_x, test_y), "train_seconds": round(seconds, 1),
@@ -220,7 +243,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(robustness to the perturbations of FDA/DiffIB; default 0 = clean training)")
     p.add_argument("--noise-max-t", type=float, default=d.noise_max_t,
                    help=f"largest VP time of that augmentation, in (0, 1] (default {d.noise_max_t})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,6 +251,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, size=args.size,
                       classes=args.classes, train_images=args.train_images, test_images=args.test_images,
                       data_seed=args.data_seed, noise_augment=args.noise_augment, noise_max_t=args.noise_max_t)
-    _, stats = train_synthetic_classifier(cfg, args.out, progress=not args.quiet)
+    _, stats = train_synthetic_classifier(cfg, args.out, progress=not getattr(args, "quiet", False))
     print(json.dumps({"out": str(args.out), **stats}))
     return 0

@@ -13,10 +13,15 @@ NAME = "train-denoiser"
 HELP = "Train the noise-map denoiser eps_hat(z, log-SNR map) on a folder of photos or the offline sample set."
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..scores.noise_map import TrainConfig
+#: The defaults of :class:`fisherattr.scores.noise_map.TrainConfig` (repeated here so that ``--help``
+#: does not import torch; tests/test_cli_common.py checks they agree).
+_DEFAULTS = {"size": 48, "steps": 2000, "batch": 12, "lr": 2e-3, "width": 24, "seed": 0}
 
-    d = TrainConfig()
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    import types
+
+    d = types.SimpleNamespace(**_DEFAULTS)
     p.add_argument("--data", default="samples",
                    help="a folder of images, or 'samples' (scikit-image photos disjoint from the explained ones)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors, config.json, checkpoint.pt)")
@@ -29,7 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     photos = load_training_photos(args.data)
     print(f"train-denoiser: {len(photos)} photos from {args.data!r}; {cfg.steps} steps of {cfg.batch} "
           f"crops {cfg.size}x{cfg.size}; log-SNR range {list(cfg.log_snr_range)}")
-    train_noise_map_denoiser(photos, args.out, cfg, resume=args.resume, progress=not args.no_progress,
-                             data_name=args.data, device=args.device)
+    train_noise_map_denoiser(photos, args.out, cfg, resume=args.resume,
+                             progress=not getattr(args, "quiet", False), data_name=args.data, device=args.device)
     print(f"saved {args.out}/model.safetensors and {args.out}/config.json")
     return 0

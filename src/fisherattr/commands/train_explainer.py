@@ -8,7 +8,10 @@ with one forward pass.
 Example::
 
     fisherattr train-explainer --method fda --data samples --out runs/fda-explainer --steps 300
-    fisherattr train-explainer --method diffib --data photos/ --out runs/diffib-explainer --option denoiser=runs/den
+    fisherattr train-explainer -m diffib --data photos/ --out runs/diffib-explainer -o diffib.denoiser=runs/den
+
+``--option`` takes ``METHOD.KEY=VALUE`` like every other command (typed like the
+option's default); the older ``KEY=VALUE`` form (JSON value) is still read.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Any, Dict, List
+
+from .model_flags import add_model_flags, model_kwargs
 
 NAME = "train-explainer"
 HELP = "Train an amortised FDA/DiffIB explainer (level adapter) over a folder of photos."
@@ -27,12 +32,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="fda", help="fda (default) or diffib: any method with a level adapter")
+    p.add_argument("--methods", "--method", "-m", dest="method", default="fda", metavar="M",
+                   help="fda (default) or diffib: one method with a level adapter")
     p.add_argument("--model", default="efficientnet_lite0", help="classifier (see `fisherattr list models`)")
     p.add_argument("--data", default="samples",
                    help="a folder of images, 'samples' (scikit-image photos that are not the explained samples), "
                         "or comma-separated sample names")
     p.add_argument("--out", required=True, help="output folder (adapter.safetensors + adapter.json)")
+    add_model_flags(p)
     p.add_argument("--steps", type=int, default=300, help="Adam steps (default 300)")
     p.add_argument("--batch", type=int, default=4, help="images per step (default 4)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the output layer (default 1e-3)")
@@ -40,18 +47,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise-draws", type=int, default=1, help="noise draws per image and step (default 1)")
     p.add_argument("--size", type=int, default=None, help="image side (default: the model's input size or 224)")
     p.add_argument("--seed", type=int, default=0, help="seed of batches, noise and initialisation")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra method option (JSON value or string), repeatable, e.g. --option score_model=gaussian")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="a method option, typed like its default, repeatable, e.g. -o fda.score_model=gaussian")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_options(items: List[str]) -> Dict[str, Any]:
-    """``["k=v", ...]`` -> dict; values parsed as JSON when possible (numbers, true/false, null)."""
+def parse_options(items: List[str], method: str = "") -> Dict[str, Any]:
+    """Method options from ``METHOD.KEY=VALUE`` (typed like the option's default) or ``KEY=VALUE`` (JSON value).
+
+    Example:
+        >>> parse_options(["beta=2", "steps=50"])
+        {'beta': 2, 'steps': 50}
+    """
     from ..errors import UsageError
+    from .explain import parse_options as parse_method_options
 
     out: Dict[str, Any] = {}
+    dotted = [i for i in items if "." in i.partition("=")[0]]
+    if dotted:
+        if not method:
+            raise UsageError(f"--option {dotted[0]!r}: no method to apply it to")
+        from ..methods.registry import canonical_name
+
+        name = canonical_name(method)
+        out.update(parse_method_options(dotted, [name])[name])
     for item in items:
+        if item in dotted:
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--option needs KEY=VALUE, got {item!r}")
@@ -105,11 +127,14 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch", "noise_draws"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    opts = parse_options(args.option)
+    opts = parse_options(args.option, args.method)
     if args.beta is not None:
         opts["beta"] = args.beta
     opts["seed"] = args.seed
-    model = load_classifier(args.model)
+    from ..outdir import check_output_dir
+
+    check_output_dir(args.out)
+    model = load_classifier(args.model, **model_kwargs(args))
     method = get_method(args.method, model, **opts)
     if not isinstance(method, LevelMethod):
         raise UsageError(f"method {args.method!r} has no level adapter to train; use fda or diffib")
@@ -118,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"train-explainer: {args.method} on {images.shape[0]} images from {args.data!r} at {size}x{size}; "
           f"{args.steps} steps of {args.batch}")
     out, hist = method.train_explainer(images, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                                       noise_draws=args.noise_draws, progress=not args.no_progress)
+                                       noise_draws=args.noise_draws, progress=not getattr(args, "quiet", False))
     k = max(1, len(hist["ce"]) // 10)
     print(f"final cross-entropy {sum(hist['ce'][-k:]) / k:.3f}, information penalty "
           f"{sum(hist['penalty'][-k:]) / k:.3f} (means of the last {k} steps)")

@@ -8,8 +8,10 @@ seeding and the copy of the caller's tensor live here, once.
 """
 from __future__ import annotations
 
+import math
+import re
 from abc import ABC, abstractmethod
-from typing import List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -55,10 +57,17 @@ def resolve_target(logits: torch.Tensor, target: Target) -> torch.Tensor:
         return logits.argmax(dim=1)
     if isinstance(target, bool):
         raise InputError(f"target must be an int class index, got {target!r}")
+    if isinstance(target, str) or (isinstance(target, (list, tuple)) and any(isinstance(v, str) for v in target)):
+        raise InputError(f"target must be class indices, got the name {target!r}; "
+                         "turn a name into an index with model.class_index(name)")
     if isinstance(target, int):
         t = torch.full((b,), target, dtype=torch.long, device=logits.device)
     else:
-        t = torch.as_tensor(target, device=logits.device)
+        try:
+            t = torch.as_tensor(target, device=logits.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise InputError(f"target must be an int, a sequence of ints or a tensor, "
+                             f"got {type(target).__name__}") from None
         if t.is_floating_point():
             raise InputError("target must hold integer class indices")
         t = t.long().reshape(-1)
@@ -70,6 +79,61 @@ def resolve_target(logits: torch.Tensor, target: Target) -> torch.Tensor:
         bad = t[(t < 0) | (t >= k)][0].item()
         raise InputError(f"target {bad} is outside the model's classes 0..{k - 1}")
     return t
+
+
+def check_finite_options(method: str, options: Dict[str, Any]) -> None:
+    """Raise :class:`UsageError` if an option is (or holds) a NaN or infinite number.
+
+    Example:
+        >>> check_finite_options("fda", {"beta": 0.1, "steps": 10})
+        >>> check_finite_options("fda", {"beta": float("nan")})
+        Traceback (most recent call last):
+        ...
+        fisherattr.errors.UsageError: method 'fda': option beta=nan is not a finite number
+    """
+    def finite(v: Any) -> bool:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return True
+        if isinstance(v, (list, tuple)):
+            return all(finite(e) for e in v)
+        if isinstance(v, torch.Tensor):
+            return not v.is_floating_point() or bool(torch.isfinite(v).all())
+        if isinstance(v, (int, float)) or hasattr(v, "__float__") and not isinstance(v, nn.Module):
+            try:
+                return math.isfinite(float(v))
+            except (TypeError, ValueError, OverflowError):
+                return True
+        return True
+
+    for key, value in options.items():
+        if not finite(value):
+            raise UsageError(f"method {method!r}: option {key}={value!r} is not a finite number")
+
+
+#: Messages of torch errors raised when an input is smaller than a layer needs.
+_SIZE_ERROR = re.compile(r"size|smaller|too small|padding|kernel|more than 1 value|shapes cannot be multiplied", re.I)
+
+
+def minimum_input_size(model: nn.Module, channels: int, device: torch.device, start: int,
+                       largest: int = 1024) -> Optional[int]:
+    """The smallest square side (>= ``start``) the model runs on, by trying sizes; None if none up to ``largest``."""
+    def runs(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, channels, side, side, device=device))
+        except RuntimeError:
+            return False
+        return True
+
+    lo, hi = start - 1, max(start, 2)
+    while not runs(hi):  # double until it runs; then bisect between the last failure and it
+        lo, hi = hi, hi * 2
+        if hi > largest:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+    return hi
 
 
 def check_logits(out: torch.Tensor, batch: int) -> None:
@@ -126,7 +190,10 @@ class AttributionMethod(ABC):
         self.model.eval()
         try:
             with torch.no_grad():
-                logits = self.model(x)
+                try:
+                    logits = self.model(x)
+                except RuntimeError as e:
+                    raise self._size_error(x, e) from None
             check_logits(logits, x.shape[0])
             t = resolve_target(logits, target)
             out = self._attribute(x, t)
@@ -135,6 +202,16 @@ class AttributionMethod(ABC):
         return out.detach()
 
     # --------------------------------------------------------------- helpers
+    def _size_error(self, x: torch.Tensor, error: RuntimeError) -> BaseException:
+        """An :class:`InputError` naming the minimum size when ``x`` is too small for the model, else ``error``."""
+        if not _SIZE_ERROR.search(str(error)):
+            return error
+        side = minimum_input_size(self.model, x.shape[1], x.device, start=min(x.shape[2], x.shape[3]) + 1)
+        if side is None:
+            return error
+        return InputError(f"images of {x.shape[2]}x{x.shape[3]} pixels are too small for this model; "
+                          f"it needs at least {side}x{side}")
+
     def forward_batch(self, images: torch.Tensor) -> int:
         """Images per forward-only model call: ``internal_batch_size``, or automatic when None."""
         return resolve_batch_size(self.internal_batch_size, images, device=self.device)

@@ -164,6 +164,10 @@ def replace_output(layer: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor])
         h.remove()
 
 
+#: Lower bound on the estimated std (the official IBA package's ``min_std`` default).
+MIN_STD = 0.01
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -439,7 +443,7 @@ def estimate_layer(model: nn.Module, layer: str, data: str = "samples", samples:
     if samples < MIN_SAMPLES:
         warnings.warn(f"estimating a bottleneck from {samples} samples (< {MIN_SAMPLES}): the statistics are "
                       "noisy", stacklevel=2)
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     module = get_layer(model, layer)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -447,7 +451,7 @@ def estimate_layer(model: nn.Module, layer: str, data: str = "samples", samples:
     batch: List[torch.Tensor] = []
     was_training = model.training
     model.eval()
-    bar = tqdm(total=samples, desc=f"estimating {layer}", unit="img", disable=not progress)
+    bar = progress_bar(samples, f"estimating {layer}", unit="image", enabled=progress, min_interval=10)
     try:
         with torch.no_grad():
             for img in image_source(data, samples, size, seed):

@@ -32,7 +32,8 @@ from ..scores.base import ScoreModel
 from ..sde import quadrature as quad
 from ..sde.information import NoiseFn, mmse_curve, retained_grid, retained_pixelwise
 from ..sde.schedules import vp_perturb
-from .level_explainer import LevelMethod, LevelStrategy, State
+from .level_explainer import LevelMethod, check_finite, preset_default
+from .level_strategy import LevelStrategy, State
 from .registry import register
 
 INTEGRATIONS = ("pixelwise", "grid")
@@ -77,8 +78,7 @@ class DiffIBStrategy(LevelStrategy):
     def perturb(self, x_diff: torch.Tensor, levels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return vp_perturb(x_diff, levels, eps)
 
-    def penalty(self, levels: torch.Tensor, state: State, x_diff: torch.Tensor,
-                generators: Sequence[torch.Generator]) -> torch.Tensor:
+    def level_penalty(self, levels: torch.Tensor) -> torch.Tensor:
         """Algorithm 1's regulariser: ``mean(alpha)`` per image."""
         return levels.flatten(1).mean(1)
 
@@ -175,17 +175,31 @@ class DiffIB(LevelMethod):
         >>> maps = dib.attribute(images)                   # [B,3,H,W], nats per feature  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, *, denoiser: DenoiserSpec = None, beta: float = 0.05,
-                 mode: str = "per-image", explainer: Optional[str] = None, integration: Optional[str] = None,
-                 nodes: Optional[int] = None, quadrature: str = "log-snr-gauss-legendre",
-                 alpha_min: float = -10.0, alpha_max: float = 10.0, steps: int = 60, lr: float = 0.05,
-                 noise_draws: int = 2, info_draws: int = 4, adapter: str = "unet", adapter_width: int = 16,
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
-                 keep: str = "last") -> None:
+    PRESET_VALUES = {
+        "default": dict(beta=0.5, steps=100, lr=0.3, noise_draws=2, keep_prob=0.8, penalty="level",
+                        smooth_sigma=1.0, adapter="direct", keep="feasible"),
+        # Algorithm 1: CE + beta * mean(alpha) with a U-Net adapter and one fixed beta
+        "paper": dict(beta=0.05, steps=60, lr=0.05, noise_draws=2, keep_prob=None, penalty="level",
+                      smooth_sigma=0.0, adapter="unet", keep="last"),
+    }
+
+    def __init__(self, model: nn.Module, *, denoiser: DenoiserSpec = None, preset: str = "default",
+                 beta: float = preset_default(0.5), mode: str = "per-image", explainer: Optional[str] = None,
+                 integration: Optional[str] = None, nodes: Optional[int] = None,
+                 quadrature: str = "log-snr-gauss-legendre", alpha_min: float = -10.0, alpha_max: float = 10.0,
+                 steps: int = preset_default(100), lr: float = preset_default(0.3),
+                 noise_draws: int = preset_default(2), keep_prob: Optional[float] = preset_default(0.8),
+                 dual_lr: float = 0.1, penalty: str = preset_default("level"),
+                 smooth_sigma: float = preset_default(1.0), share_channels: bool = False, info_draws: int = 4,
+                 adapter: str = preset_default("direct"), adapter_width: int = 16, seed: int = 0,
+                 internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
+                 keep: str = preset_default("feasible"), verify_draws: int = 16) -> None:
         if integration is not None and integration not in INTEGRATIONS:
             raise UsageError(f"integration must be 'pixelwise' or 'grid', got {integration!r}")
         if quadrature not in ("log-snr-gauss-legendre", "log-snr"):
             raise UsageError(f"quadrature must be 'log-snr-gauss-legendre' or 'log-snr', got {quadrature!r}")
+        check_finite("alpha_min", alpha_min)
+        check_finite("alpha_max", alpha_max)
         if not float(alpha_min) < float(alpha_max):
             raise UsageError(f"alpha_min must be < alpha_max, got {alpha_min} and {alpha_max}")
         if int(info_draws) < 1:
@@ -193,9 +207,11 @@ class DiffIB(LevelMethod):
         if nodes is not None and int(nodes) < 2:
             raise UsageError(f"nodes must be >= 2, got {nodes}")
         self.alpha_min, self.alpha_max = float(alpha_min), float(alpha_max)  # read by check_explainer
-        super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
-                         noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
-                         internal_batch_size=internal_batch_size, progress=progress, average=average, keep=keep)
+        super().__init__(model, preset=preset, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
+                         noise_draws=noise_draws, keep_prob=keep_prob, dual_lr=dual_lr, penalty=penalty,
+                         smooth_sigma=smooth_sigma, share_channels=share_channels, adapter=adapter,
+                         adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
+                         progress=progress, average=average, keep=keep, verify_draws=verify_draws)
         if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
             denoiser = companion(model, "denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()

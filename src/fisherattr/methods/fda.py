@@ -9,6 +9,7 @@ retained at ``t`` (METHODS.md 1.5). The attribution is ``A_i`` of the final leve
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
@@ -21,7 +22,8 @@ from ..scores.base import ScoreModel
 from ..sde import quadrature as quad
 from ..sde.information import cumulative_integral, fisher_curve, mmse_curve, retained_grid, retained_pixelwise
 from ..sde.schedules import Schedule, VESchedule, get_schedule
-from .level_explainer import LevelMethod, LevelStrategy, State
+from .level_explainer import LevelMethod, preset_default
+from .level_strategy import LevelStrategy, State
 from .registry import register
 
 GRID_QUADRATURES = ("log-snr", "trapezoid")
@@ -64,6 +66,10 @@ class FDAStrategy(LevelStrategy):
 
     def perturb(self, x_diff: torch.Tensor, levels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return self.schedule.perturb(x_diff, levels, eps)
+
+    def level_penalty(self, levels: torch.Tensor) -> torch.Tensor:
+        """Paper 000 eq. 32 (maximise the truncation times) as a penalty: ``mean_i (1 - t_i)``."""
+        return (1.0 - levels).flatten(1).mean(1)
 
     # -------------------------------------------------------------- grid curve
     def grid_nodes(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -179,14 +185,25 @@ class FDA(LevelMethod):
         >>> maps = fda.attribute(images)                   # [B,3,H,W], nats per feature  # doctest: +SKIP
     """
 
+    PRESET_VALUES = {
+        "default": dict(beta=10.0, steps=100, lr=0.3, noise_draws=2, keep_prob=0.8, penalty="level",
+                        smooth_sigma=1.0, adapter="direct", keep="feasible"),
+        # paper 001: information penalty, a U-Net adapter, one fixed beta
+        "paper": dict(beta=1.0, steps=60, lr=0.05, noise_draws=2, keep_prob=None, penalty="information",
+                      smooth_sigma=0.0, adapter="unet", keep="last"),
+    }
+
     def __init__(self, model: nn.Module, *, score_model: Union[None, str, ScoreModel] = None, sde: str = "vp",
-                 mode: str = "per-image", explainer: Optional[str] = None, integration: str = "grid",
-                 beta: float = 1.0, nodes: Optional[int] = None, quadrature: Optional[str] = None,
-                 form: str = "i-mmse", steps: int = 60, lr: float = 0.05, noise_draws: int = 2,
-                 curve_draws: int = 4, t_min: float = 1e-3, adapter: str = "unet", adapter_width: int = 8,
-                 score_resize: bool = False, seed: int = 0, internal_batch_size: int = 16,
-                 progress: bool = False, average: float = 0.0,
-                 keep: str = "last") -> None:
+                 preset: str = "default", mode: str = "per-image", explainer: Optional[str] = None,
+                 integration: str = "grid", beta: float = preset_default(10.0), nodes: Optional[int] = None,
+                 quadrature: Optional[str] = None, form: str = "i-mmse", steps: int = preset_default(100),
+                 lr: float = preset_default(0.3), noise_draws: int = preset_default(2),
+                 keep_prob: Optional[float] = preset_default(0.8), dual_lr: float = 0.1,
+                 penalty: str = preset_default("level"), smooth_sigma: float = preset_default(1.0),
+                 share_channels: bool = False, curve_draws: int = 4, t_min: float = 1e-3,
+                 adapter: str = preset_default("direct"), adapter_width: int = 8, score_resize: bool = False,
+                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
+                 keep: str = preset_default("feasible"), verify_draws: int = 16) -> None:
         if integration not in ("grid", "pixelwise"):
             raise UsageError(f"integration must be 'grid' or 'pixelwise', got {integration!r}")
         if form not in FORMS:
@@ -199,7 +216,7 @@ class FDA(LevelMethod):
         nodes = int(nodes if nodes is not None else (32 if integration == "grid" else 8))
         if nodes < 2:
             raise UsageError(f"nodes must be >= 2, got {nodes}")
-        if not (0.0 < float(t_min) < 1.0):
+        if not (math.isfinite(float(t_min)) and 0.0 < float(t_min) < 1.0):
             raise UsageError(f"t_min must be in (0, 1), got {t_min}")
         if int(curve_draws) < 1:
             raise UsageError(f"curve_draws must be >= 1, got {curve_draws}")
@@ -209,9 +226,11 @@ class FDA(LevelMethod):
         self.schedule = self._schedule(sde, self._score_model)
         self.sde, self.integration, self.nodes, self.quadrature, self.form = sde, integration, nodes, quadrature, form
         self.curve_draws, self.t_min, self.score_resize = int(curve_draws), float(t_min), bool(score_resize)
-        super().__init__(model, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
-                         noise_draws=noise_draws, adapter=adapter, adapter_width=adapter_width, seed=seed,
-                         internal_batch_size=internal_batch_size, progress=progress, average=average, keep=keep)
+        super().__init__(model, preset=preset, mode=mode, explainer=explainer, beta=beta, steps=steps, lr=lr,
+                         noise_draws=noise_draws, keep_prob=keep_prob, dual_lr=dual_lr, penalty=penalty,
+                         smooth_sigma=smooth_sigma, share_channels=share_channels, adapter=adapter,
+                         adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
+                         progress=progress, average=average, keep=keep, verify_draws=verify_draws)
         self.score_model_spec = score_model if isinstance(score_model, (str, type(None))) else type(score_model).__name__
         for p in self._score_model.parameters():
             p.requires_grad_(False)

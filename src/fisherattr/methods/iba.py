@@ -3,7 +3,8 @@
 At a hidden layer with output ``r``, replace ``r`` by
 ``z = lam*r + (1-lam)*(std*eps + mean)`` with ``lam = smooth(sigmoid(alpha))``,
 ``eps ~ N(0,1)`` and the layer's per-feature ``mean``/``std`` estimated over a
-data set. Optimise ``alpha`` (one value per feature, per image) to minimise
+data set (``std`` bounded below by ``min_std`` = 0.01, and ``z`` multiplied by
+the active-neuron mask, both as the official IBA package does). Optimise ``alpha`` (one value per feature, per image) to minimise
 ``CE(f(z), y) + beta * mean(capacity)``, where ``capacity`` is the KL of the
 bottleneck's distribution to the noise distribution (:func:`bottleneck_kl`),
 masked to the active neurons. The map is the capacity in bits summed over
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..models import companion
 from .base import AttributionMethod
-from .bottleneck import (MIN_SAMPLES, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features,
+from .bottleneck import (MIN_SAMPLES, MIN_STD, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features,
                          default_layer, get_layer, load_or_estimate, replace_output)
 from .registry import register
 
@@ -40,8 +41,13 @@ def check_positive(name: str, value: float, integer: bool = False, allow_zero: b
 def fit_feature_bottleneck(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor,
                            est: BottleneckEstimate, *, beta: float, steps: int, lr: float, copies: int,
                            init_alpha: float, smooth: Optional[nn.Module],
-                           generators: List[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+                           generators: List[torch.Generator], min_std: float = MIN_STD,
+                           mask_output: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """Optimise one bottleneck per image of ``x``; return ``(lam, capacity_nats)``, each ``[B,C,h,w]``.
+
+    As the official IBA: ``std`` is clamped to at least ``min_std`` and (with
+    ``mask_output``) the bottleneck output ``z`` is multiplied by the
+    active-neuron mask, so dead features pass zeros downstream.
 
     Images are independent: each has its own ``alpha`` (Adam is elementwise and
     the loss is a sum of per-image losses) and its own noise stream
@@ -54,7 +60,7 @@ def fit_feature_bottleneck(model: nn.Module, layer: nn.Module, x: torch.Tensor, 
         raise UsageError(f"the estimate has feature shape {est.feature_shape} but layer output is "
                          f"{tuple(r.shape[1:])}; estimate at this image size")
     est = est.to(r.device)
-    mean, std, active = est.mean, est.std.clamp_min(1e-5), est.active
+    mean, std, active = est.mean, est.std.clamp_min(float(min_std)), est.active
     alpha = torch.full_like(r, float(init_alpha)).requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
     xb = x.repeat_interleave(copies, 0)
@@ -67,7 +73,8 @@ def fit_feature_bottleneck(model: nn.Module, layer: nn.Module, x: torch.Tensor, 
 
     def bottleneck(out: torch.Tensor) -> torch.Tensor:
         lam = state["lam"].repeat_interleave(copies, 0)
-        return lam * out + (1 - lam) * (std * state["eps"] + mean)
+        z = lam * out + (1 - lam) * (std * state["eps"] + mean)
+        return z * active if mask_output else z
 
     with replace_output(layer, bottleneck):
         for _ in range(int(steps)):
@@ -147,6 +154,8 @@ class IBA(_BottleneckBase):
         noise_copies: noisy copies of the image per step (paper: 10).
         init_alpha: initial ``alpha`` (paper: 5, i.e. ``lam`` ~ 0.993).
         sigma: Gaussian smoothing of ``lam`` in feature pixels (paper: 1; 0 = none).
+        min_std: lower bound on the estimated std (official IBA: 0.01; before issue 17: 1e-5).
+        mask_output: multiply the bottleneck output by the active-neuron mask (official: yes).
         estimate_data / estimate_samples: "samples", "synthetic" or a folder, and the sample count
             (default: the classifier's ``estimate_data`` companion, else "samples").
         internal_batch_size: forward-pass batch (images x noise copies).
@@ -158,10 +167,11 @@ class IBA(_BottleneckBase):
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, estimate: Optional[str] = None,
                  beta: float = 10.0, steps: int = 10, lr: float = 1.0, noise_copies: int = 10,
-                 init_alpha: float = 5.0, sigma: float = 1.0, estimate_data: Optional[str] = None,
-                 estimate_samples: int = MIN_SAMPLES, seed: int = 0, internal_batch_size: int = 20,
-                 progress: bool = False) -> None:
+                 init_alpha: float = 5.0, sigma: float = 1.0, min_std: float = MIN_STD, mask_output: bool = True,
+                 estimate_data: Optional[str] = None, estimate_samples: int = MIN_SAMPLES, seed: int = 0,
+                 internal_batch_size: int = 20, progress: bool = False) -> None:
         check_positive("beta", beta, allow_zero=True)
+        check_positive("min_std", min_std)
         check_positive("steps", steps, integer=True)
         check_positive("lr", lr)
         check_positive("noise_copies", noise_copies, integer=True)
@@ -173,6 +183,7 @@ class IBA(_BottleneckBase):
                          progress=progress)
         self.beta, self.steps, self.lr = float(beta), int(steps), float(lr)
         self.noise_copies, self.init_alpha, self.sigma = int(noise_copies), float(init_alpha), float(sigma)
+        self.min_std, self.mask_output = float(min_std), bool(mask_output)
 
     def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         size = (images.shape[-2], images.shape[-1])
@@ -184,6 +195,7 @@ class IBA(_BottleneckBase):
             x, t = images[i:i + per_chunk], target[i:i + per_chunk]
             _, cap = fit_feature_bottleneck(self.model, self._layer, x, t, est, beta=self.beta, steps=self.steps,
                                             lr=self.lr, copies=self.noise_copies, init_alpha=self.init_alpha,
-                                            smooth=smooth, generators=self.generators(x.shape[0]))
+                                            smooth=smooth, generators=self.generators(x.shape[0]),
+                                            min_std=self.min_std, mask_output=self.mask_output)
             out.append(capacity_map(cap, size))
         return torch.cat(out)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
-from .bottleneck import MIN_SAMPLES, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features
+from .bottleneck import MIN_SAMPLES, MIN_STD, BottleneckEstimate, GaussianSmoothing, bottleneck_kl, capture_features
 from .iba import _BottleneckBase, check_positive, fit_feature_bottleneck
 from .registry import register
 
@@ -142,7 +142,7 @@ class InputIBA(_BottleneckBase):
             return torch.sigmoid(theta).detach()
         with torch.no_grad():
             r = capture_features(self.model, self._layer, x)
-        mean, std = est.mean.to(r), est.std.to(r)
+        mean, std = est.mean.to(r), est.std.to(r).clamp_min(MIN_STD)
         critic = Critic(r.shape[1], generator=g).to(r.device)
         opt_d = torch.optim.RMSprop(critic.parameters(), lr=self.gan_lr)
         opt_g = torch.optim.RMSprop([{"params": [mu], "lr": 0.1}, {"params": [sd], "lr": 0.05},

@@ -110,4 +110,7 @@ def get_method(name: str, model: nn.Module, **options: Any):
             f"method {cls.method_name!r} has no option {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
         )
+    from .base import check_finite_options
+
+    check_finite_options(cls.method_name, options)  # NaN/inf is never a valid setting
     return cls(model, **options)

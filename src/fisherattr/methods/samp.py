@@ -11,11 +11,29 @@ grows by ``sum_channels(move * g)``; per path ``sum(A) ~= f(end) - f(start)``.
 SAMP++ adds the infinitesimal constraint (a step moves at most ``eta`` in L1,
 ``eta = ||end - start||_1 / 50`` by default) and momentum on the gradient
 (``g = lam * g_prev + (1 - lam) * g_new``, lam 0.5). Plain SAMP has neither.
+
+Defaults follow the official code (ExplainAttr ``benchmark/methods/sam.py``
+with ``examples/run_benchmark.py``'s settings):
+
+- ``selection='official'``: a step moves every unfinished pixel whose
+  projection is within ``1e-6`` of the ``s``-th best one (near-ties included,
+  so a step may move more than ``s`` pixels), and a pixel is finished once
+  ``torch.isclose`` to the end (normalised values; matters after eta-scaled
+  moves); ``'exact'`` moves exactly ``s`` and finishes a pixel on arrival.
+- ``eta_space='normalised'``: the L1 lengths of the eta bound are measured on
+  the model's normalised input (``|d| / std`` per channel), as the official
+  code works on normalised tensors; ``'pixel'`` measures them in [0,1] units.
+- the insertion start is ``gkern(klen, 5)`` (a delta through
+  ``scipy.ndimage.gaussian_filter``) convolved with zero padding in
+  normalised space; ``klen`` 31 at ImageNet size, 11 below 64 pixels.
+
+The official code rescales the summed map with ``norm_cam``; this one returns
+the raw sum (rankings are unchanged).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -24,11 +42,15 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..models import normalized_zero
 from .base import AttributionMethod, check_images, check_logits, resolve_target, Target
-from .paths.blur import gaussian_blur
+from .paths.blur import delta_kernel_blur
 from .paths.core import SCORES, ScoreFunction, check_choice, check_positive_int
 from .registry import register
 
 DIRECTIONS = ("both", "deletion", "insertion")
+SELECTIONS = ("official", "exact")
+ETA_SPACES = ("normalised", "pixel")
+#: The official code's tolerance when it selects pixels against the quantile.
+NEAR_TIE = 1e-6
 BASELINES = ("default", "zero", "black", "white", "uniform", "blur")
 
 
@@ -73,6 +95,8 @@ class ManipulationPath:
 
 def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tensor, *, pixels_per_step: int,
                       eta: Optional[torch.Tensor] = None, lam: float = 0.0, lowest_first: bool = False,
+                      near_tie: Optional[float] = None, l1_weight: Optional[torch.Tensor] = None,
+                      at_end: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
                       progress: bool = False) -> ManipulationPath:
     """Walk a manipulation path from ``start`` to ``end`` (both ``[B,C,H,W]``).
 
@@ -80,8 +104,12 @@ def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tens
     the first step uses the raw gradient), the per-pixel projection
     ``p = sum_c g * (end - cur)`` over unfinished pixels, and moves the
     ``pixels_per_step`` pixels with the largest ``p`` (smallest when
-    ``lowest_first``) to the end point; if that move's L1 norm exceeds
-    ``eta[b]`` it is scaled down to ``eta[b]`` and the pixels stay unfinished.
+    ``lowest_first``) to the end point (with ``near_tie``: every unfinished
+    pixel within ``near_tie`` of the ``pixels_per_step``-th best, as the
+    official code); if that move's L1 norm (per-channel weights
+    ``l1_weight`` ``[C]``, default 1) exceeds ``eta[b]`` it is scaled down to
+    ``eta[b]`` and the pixels stay unfinished (unless ``at_end(cur, end)``,
+    a ``[B,H,W]`` test such as the official ``isclose``, says they arrived).
     The attribution of a pixel grows by ``sum_c move * g``. One forward +
     backward per step and one at the start; images that finish early stop.
 
@@ -94,6 +122,8 @@ def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tens
     s = check_positive_int("pixels_per_step", pixels_per_step)
     cur = start.clone()
     done = (end - cur).abs().sum(1) == 0
+    if at_end is not None:
+        done = done | at_end(cur, end)
     attr = torch.zeros(b, h, w, dtype=torch.float64, device=start.device)
     visits = torch.zeros(b, h, w, dtype=torch.long, device=start.device)
     finished_at = torch.zeros(b, h, w, dtype=torch.long, device=start.device)
@@ -102,6 +132,7 @@ def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tens
     f_start, f_cur, g_cur = f[0].clone(), f[0].clone(), g[0].clone()
     g_mom = g_cur.clone()
     active = ~done.flatten(1).all(1)
+    wl1 = None if l1_weight is None else l1_weight.to(start).view(1, -1, 1, 1)
     bar = tqdm(desc="manipulation path", disable=not progress, leave=False)
     while active.any():
         rows = active.nonzero().squeeze(1)
@@ -114,15 +145,18 @@ def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tens
         fin = done[rows].flatten(1)
         proj = (gm * disp).sum(1).flatten(1)
         key = (-proj if lowest_first else proj).masked_fill(fin, float("-inf"))
-        top = key.topk(min(s, h * w), dim=1).indices
-        sel = torch.zeros_like(fin).scatter_(1, top, True) & ~fin
+        top = key.topk(min(s, h * w), dim=1)
+        if near_tie is None:
+            sel = torch.zeros_like(fin).scatter_(1, top.indices, True) & ~fin
+        else:
+            sel = (key > top.values[:, -1:] - near_tie) & ~fin
         sel4 = sel.view(-1, 1, h, w)
         move = disp * sel4
         if eta is None:
             partial = torch.zeros(len(rows), dtype=torch.bool, device=start.device)
             new = torch.where(sel4, end[rows], x)
         else:
-            l1 = move.abs().flatten(1).sum(1)
+            l1 = (move.abs() if wl1 is None else move.abs() * wl1).flatten(1).sum(1)
             e = eta[rows]
             partial = l1 > e
             scale = torch.where(partial, e / torch.where(partial, l1, torch.ones_like(l1)), torch.ones_like(l1))
@@ -132,6 +166,8 @@ def manipulation_path(score: ScoreFunction, start: torch.Tensor, end: torch.Tens
         visits[rows] += sel.view(-1, h, w).long()
         steps[rows] += 1
         newly = sel.view(-1, h, w) & ~partial.view(-1, 1, 1)
+        if at_end is not None:
+            newly = newly | (at_end(new, end[rows]) & ~done[rows])
         finished_at[rows] = torch.where(newly, steps[rows].view(-1, 1, 1), finished_at[rows])
         done[rows] = done[rows] | newly
         cur[rows] = new
@@ -160,8 +196,10 @@ class SAMP(AttributionMethod):
             (``None`` = no constraint; SAMP++ uses 1/50).
         lam: gradient momentum (0 = none; SAMP++ uses 0.5).
         score: ``'logit'`` (official code) or ``'probability'``.
-        blur_size, blur_sigma: the insertion start's Gaussian (default 31 and
+        blur_size, blur_sigma: the insertion start's ``gkern`` (default 31 and
             5, or 11 and 5 below 64 pixels), zero padded in normalised space.
+        selection: ``'official'`` (near-ties within 1e-6 move too) or ``'exact'``.
+        eta_space: ``'normalised'`` (official) or ``'pixel'``: where eta's L1 is measured.
 
     Example:
         >>> maps = SAMP(model).attribute(images)      # [B,1,H,W]  # doctest: +SKIP
@@ -171,9 +209,12 @@ class SAMP(AttributionMethod):
 
     def __init__(self, model: nn.Module, *, direction: str = "both", baseline: str = "default",
                  pixels_per_step: Optional[int] = None, eta: Optional[float] = None, lam: float = 0.0,
-                 score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0, seed: int = 0,
+                 score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0,
+                 selection: str = "official", eta_space: str = "normalised", seed: int = 0,
                  internal_batch_size: int = 16, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
+        self.selection = check_choice("selection", selection, SELECTIONS)
+        self.eta_space = check_choice("eta_space", eta_space, ETA_SPACES)
         self.direction = check_choice("direction", direction, DIRECTIONS)
         self.baseline = check_choice("baseline", baseline, BASELINES)
         self.pixels_per_step = None if pixels_per_step is None else check_positive_int("pixels_per_step",
@@ -195,9 +236,26 @@ class SAMP(AttributionMethod):
 
     # ------------------------------------------------------------- helpers
     def blurred(self, images: torch.Tensor) -> torch.Tensor:
-        """The insertion start: Gaussian blur, zero padded in the model's normalised space."""
+        """The insertion start: ``gkern`` blur, zero padded in the model's normalised space."""
         size = self.blur_size or default_blur(*images.shape[2:])[0]
-        return gaussian_blur(images, self.blur_sigma, radius=size // 2, fill=normalized_zero(self.model, images))
+        norm, denorm = getattr(self.model, "normalize", None), getattr(self.model, "denormalize", None)
+        if not (callable(norm) and callable(denorm)):
+            return delta_kernel_blur(images, size, self.blur_sigma)
+        return denorm(delta_kernel_blur(norm(images), size, self.blur_sigma))
+
+    def _isclose(self, cur: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        """The official finish test: every channel ``torch.isclose`` to the end, on normalised values."""
+        norm = getattr(self.model, "normalize", None)
+        if callable(norm):
+            cur, end = norm(cur), norm(end)
+        return torch.isclose(cur, end).all(1)
+
+    def l1_weight(self, channels: int) -> Optional[torch.Tensor]:
+        """Per-channel weights of the eta L1 (``1/std`` in normalised space, None in pixel space)."""
+        std = getattr(self.model, "std", None)
+        if self.eta_space == "pixel" or not isinstance(std, torch.Tensor):
+            return None
+        return (1.0 / std.detach().flatten().double()).float().expand(channels)
 
     def baseline_image(self, images: torch.Tensor, which: str) -> torch.Tensor:
         kind = self.baseline if self.baseline != "default" else ("zero" if which == "deletion" else "blur")
@@ -221,9 +279,14 @@ class SAMP(AttributionMethod):
                 continue
             base = self.baseline_image(images, which)
             start, end = (images, base) if which == "deletion" else (base, images)
-            eta = None if self.eta is None else self.eta * (end - start).abs().flatten(1).sum(1)
+            w = self.l1_weight(images.shape[1])
+            span = (end - start).abs() if w is None else (end - start).abs() * w.to(images).view(1, -1, 1, 1)
+            eta = None if self.eta is None else self.eta * span.flatten(1).sum(1)
             out[which] = manipulation_path(score, start, end, pixels_per_step=s, eta=eta, lam=self.lam,
-                                           lowest_first=which == "deletion", progress=self.progress)
+                                           lowest_first=which == "deletion",
+                                           near_tie=NEAR_TIE if self.selection == "official" else None,
+                                           l1_weight=w, at_end=self._isclose if self.selection == "official" else None,
+                                           progress=self.progress)
         return out
 
     # --------------------------------------------------------------- public
@@ -261,8 +324,10 @@ class SAMPPlusPlus(SAMP):
 
     def __init__(self, model: nn.Module, *, direction: str = "both", baseline: str = "default",
                  pixels_per_step: Optional[int] = None, eta: Optional[float] = 1 / 50, lam: float = 0.5,
-                 score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0, seed: int = 0,
+                 score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0,
+                 selection: str = "official", eta_space: str = "normalised", seed: int = 0,
                  internal_batch_size: int = 16, progress: bool = False) -> None:
         super().__init__(model, direction=direction, baseline=baseline, pixels_per_step=pixels_per_step, eta=eta,
-                         lam=lam, score=score, blur_size=blur_size, blur_sigma=blur_sigma, seed=seed,
-                         internal_batch_size=internal_batch_size, progress=progress)
+                         lam=lam, score=score, blur_size=blur_size, blur_sigma=blur_sigma, selection=selection,
+                         eta_space=eta_space, seed=seed, internal_batch_size=internal_batch_size,
+                         progress=progress)

@@ -1,4 +1,4 @@
-"""Evaluation metrics, one module per family (see EVALUATION.md).
+"""Evaluation metrics, one module per family (see docs/evaluation.md).
 
 Functions (batched; one score per image):
 insertion/deletion (:func:`insertion_deletion`), :func:`mnim`,

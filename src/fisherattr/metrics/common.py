@@ -1,6 +1,6 @@
 """Helpers every metric family shares: maps, rankings, batched scoring, targets.
 
-Conventions (EVALUATION.md): "rank pixels" ranks the channel-summed map,
+Conventions (docs/evaluation.md): "rank pixels" ranks the channel-summed map,
 "rank features" keeps channels separate; ties are broken by the flat index
 (earlier index first), which :func:`rank_desc` implements with a stable sort.
 """

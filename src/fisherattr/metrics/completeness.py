@@ -1,4 +1,4 @@
-"""Completeness gap of path methods (EVALUATION.md).
+"""Completeness gap of path methods (docs/evaluation.md).
 
 ``gap = |sum A - (f(x) - f(baseline))| / |f(x) - f(baseline)|`` with ``f`` the
 target's logit (what IG-type methods explain; ``score="prob"`` for methods that

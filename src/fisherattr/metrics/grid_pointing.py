@@ -1,4 +1,4 @@
-"""Grid pointing game (Boehle 2021, Rao 2022; EVALUATION.md).
+"""Grid pointing game (Boehle 2021, Rao 2022; docs/evaluation.md).
 
 On a ``rows x cols`` mosaic of images of distinct classes, the attribution
 towards the class of cell ``k`` should sit in cell ``k``:

@@ -1,4 +1,4 @@
-"""Insertion / Deletion AUC and their difference (DifAUC), with the presets of EVALUATION.md.
+"""Insertion / Deletion AUC and their difference (DifAUC), with the presets of docs/evaluation.md.
 
 Deletion starts from the image and replaces the top-ranked pixels by a baseline,
 step by step; insertion starts from a substrate and puts the top-ranked pixels
@@ -33,15 +33,18 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..batching import check_batch_size, resolve_batch_size
 from ..errors import InputError, UsageError
 from ..methods.base import Target, check_images, check_logits, model_device, resolve_target
+from ..methods.paths.blur import delta_kernel, delta_kernel_blur
 from ..models.classifier import normalized_zero
 
 #: Substrate names understood by :class:`InsDelPreset` (what removed pixels become).
 SUBSTRATES = ("black", "normalized_zero", "blur")
+#: AUC conventions: trapezoid over the fraction changed; plain mean of the points (ExplainAttr);
+#: trapezoid over equally spaced steps, ``(sum - first/2 - last/2) / n`` (RISE's ``auc``).
+AUC_KINDS = ("trapezoid", "mean", "steps")
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,14 @@ class InsDelPreset:
     insertion_start: str = "black"
     score: str = "softmax"            # 'softmax' | 'logit'
     normalise_by_full: bool = False
-    auc: str = "trapezoid"            # 'trapezoid' | 'mean'
+    auc: str = "trapezoid"            # 'trapezoid' | 'mean' | 'steps'
     insertion_only: bool = False
     reference_pixels: int = 224 * 224
     small_step_pixels: Optional[int] = None
     small_side: int = 64
     blur_size: int = 11
     blur_sigma: float = 5.0
+    small_blur_size: Optional[int] = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -87,8 +91,8 @@ class InsDelPreset:
                 raise UsageError(f"preset {self.name!r}: {what} must be one of {', '.join(SUBSTRATES)}, got {v!r}")
         if self.score not in ("softmax", "logit"):
             raise UsageError(f"preset {self.name!r}: score must be 'softmax' or 'logit', got {self.score!r}")
-        if self.auc not in ("trapezoid", "mean"):
-            raise UsageError(f"preset {self.name!r}: auc must be 'trapezoid' or 'mean', got {self.auc!r}")
+        if self.auc not in AUC_KINDS:
+            raise UsageError(f"preset {self.name!r}: auc must be one of {', '.join(AUC_KINDS)}, got {self.auc!r}")
 
     def pixels_per_step(self, h: int, w: int) -> int:
         """Pixels changed per step on an ``h x w`` image (the last step may change fewer)."""
@@ -98,6 +102,12 @@ class InsDelPreset:
         if self.small_step_pixels is not None and max(h, w) <= self.small_side:
             return self.small_step_pixels
         return max(1, round(self.step_pixels * area / self.reference_pixels))
+
+    def blur_window(self, h: int, w: int) -> int:
+        """The insertion blur's kernel size on an ``h x w`` image (``small_blur_size`` on small images)."""
+        if self.small_blur_size is not None and max(h, w) <= self.small_side:
+            return self.small_blur_size
+        return self.blur_size
 
     def steps_and_counts(self, h: int, w: int) -> Tuple[int, List[int]]:
         """``(n, counts)``: the number of steps and the pixels changed after each of the n+1 points.
@@ -121,18 +131,28 @@ PRESETS: Dict[str, InsDelPreset] = {
         score="softmax", auc="trapezoid",
         description="InputIBA / Fisher / DiffIB papers: 100 steps of 1%, black, softmax, trapezoid"),
     "rise": InsDelPreset(
-        "rise", step_pixels=224 * 8, small_step_pixels=10, deletion_baseline="normalized_zero",
-        insertion_start="blur", score="softmax", auc="trapezoid",
-        description="RISE: 224*8 px/step at 224x224 (scaled with area; 10 px on images <= 64 px), "
-                    "deletion to the normalised zero, insertion from an 11x11 sigma-5 blur, softmax, trapezoid"),
+        "rise", step_pixels=224, deletion_baseline="normalized_zero",
+        insertion_start="blur", score="softmax", auc="steps",
+        description="RISE (Petsiuk 2018) CausalMetric as in its notebook: 224 px/step at 224x224 (scaled with "
+                    "area), deletion to the normalised zero, insertion from gkern(11, 5) blur in normalised "
+                    "space, softmax, AUC = trapezoid over equal steps"),
     "samp": InsDelPreset(
         "samp", step_pixels=224 * 8, small_step_pixels=10, deletion_baseline="normalized_zero",
-        insertion_start="blur", score="logit", normalise_by_full=True, auc="mean",
-        description="SAMP's table: as rise, but the logit divided by the full-image logit, AUC = mean of points"),
+        insertion_start="blur", score="logit", normalise_by_full=True, auc="mean", blur_size=31,
+        small_blur_size=11,
+        description="ExplainAttr (SAMP, Zhang 2023) Metric as run_benchmark.py sets it: metric_step 224*8 px "
+                    "at 224x224 (10 px on images <= 64 px, its MNIST/CIFAR setting), deletion to the "
+                    "normalised zero, insertion from gkern(31, 5) blur (gkern(11, 5) on small images), logit "
+                    "divided by the full-image logit, AUC = mean of the points"),
     "idgi": InsDelPreset(
         "idgi", step_fraction=0.05, insertion_start="black", score="softmax", auc="trapezoid",
         insertion_only=True,
         description="IDGI's Table 1: insertion only from black, 5% steps, probability and probability ratio"),
+    "quick": InsDelPreset(
+        "quick", step_fraction=0.05, deletion_baseline="black", insertion_start="black",
+        score="softmax", auc="trapezoid",
+        description="inputiba with 5% steps (21 points instead of 101, 5x fewer model calls): "
+                    "a coarser trapezoid of the same curves, for demos and quick looks"),
 }
 
 
@@ -160,11 +180,19 @@ class InsDelResult:
 
 # ----------------------------------------------------------------- helpers
 def gaussian_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """A ``size x size`` Gaussian kernel (truncated at the window, normalised to sum 1)."""
-    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    k1 = torch.exp(-0.5 * (r / sigma) ** 2)
-    k1 = k1 / k1.sum()
-    return torch.outer(k1, k1).float()
+    """The ``size x size`` blur kernel of RISE's and ExplainAttr's ``gkern``.
+
+    Built as their code builds it: ``scipy.ndimage.gaussian_filter`` (mode
+    ``'reflect'``, truncated at 4 sigma) applied to a centred delta. For
+    ``sigma`` large against the window this is *not* a truncated normalised
+    Gaussian: the reflected tails fold back into the window (sum still 1).
+
+    Example:
+        >>> k = gaussian_kernel(11, 5.0)
+        >>> tuple(k.shape), round(float(k.sum()), 6)
+        ((11, 11), 1.0)
+    """
+    return delta_kernel(size, sigma)
 
 
 def _normalize(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -183,10 +211,7 @@ def blur_substrate(model: nn.Module, images: torch.Tensor, size: int = 11, sigma
     Padding with zeros in normalised space means the border fades towards the
     model's mean colour. Values may leave [0,1] slightly; the model accepts them.
     """
-    c = images.shape[1]
-    k = gaussian_kernel(size, sigma).to(images).expand(c, 1, size, size)
-    z = F.conv2d(_normalize(model, images), k, padding=size // 2, groups=c)
-    return _denormalize(model, z)
+    return _denormalize(model, delta_kernel_blur(_normalize(model, images), size, sigma))
 
 
 def substrate(model: nn.Module, images: torch.Tensor, kind: str, preset: Optional[InsDelPreset] = None) -> torch.Tensor:
@@ -197,7 +222,7 @@ def substrate(model: nn.Module, images: torch.Tensor, kind: str, preset: Optiona
         return normalized_zero(model, images)
     if kind == "blur":
         p = preset or PRESETS["rise"]
-        return blur_substrate(model, images, p.blur_size, p.blur_sigma)
+        return blur_substrate(model, images, p.blur_window(*images.shape[-2:]), p.blur_sigma)
     raise UsageError(f"unknown substrate {kind!r}; choose one of {', '.join(SUBSTRATES)}")
 
 
@@ -214,9 +239,18 @@ def pixel_ranks(attributions: torch.Tensor) -> torch.Tensor:
 
 
 def auc(curve: torch.Tensor, fractions: torch.Tensor, kind: str) -> torch.Tensor:
-    """Area of ``curve`` ``[B, n+1]`` over ``fractions`` ``[n+1]``: trapezoid, or the plain mean of the points."""
+    """Area of ``curve`` ``[B, n+1]`` over ``fractions`` ``[n+1]`` (see :data:`AUC_KINDS`).
+
+    Example:
+        >>> c = torch.tensor([[1.0, 0.5, 0.0]]); f = torch.tensor([0.0, 0.8, 1.0])
+        >>> [round(float(auc(c, f, k)), 3) for k in AUC_KINDS]
+        [0.65, 0.5, 0.5]
+    """
     if kind == "mean":
         return curve.mean(dim=1)
+    if kind == "steps":
+        n = curve.shape[1] - 1
+        return (curve.sum(dim=1) - 0.5 * (curve[:, 0] + curve[:, -1])) / max(n, 1)
     return torch.trapezoid(curve, fractions.to(curve), dim=1)
 
 
@@ -352,5 +386,5 @@ def _run(model: nn.Module, x: torch.Tensor, a: torch.Tensor, target: Target, pre
                         extras=extras, model_calls=calls)
 
 
-__all__ = ["InsDelPreset", "InsDelResult", "PRESETS", "SUBSTRATES", "auc", "blur_substrate", "gaussian_kernel",
+__all__ = ["AUC_KINDS", "InsDelPreset", "InsDelResult", "PRESETS", "SUBSTRATES", "auc", "blur_substrate", "gaussian_kernel",
            "insertion_deletion", "pixel_ranks", "substrate"]

@@ -1,4 +1,4 @@
-"""Localisation metrics against a ground-truth region (boxes or a mask; EVALUATION.md).
+"""Localisation metrics against a ground-truth region (boxes or a mask; docs/evaluation.md).
 
 Every function takes ``attributions`` ``[B,C,H,W]`` (or ``[B,1,H,W]``) and
 ``regions`` ``[B,H,W]`` bool and returns one score per image. Maps are

@@ -1,4 +1,4 @@
-"""MNIM: minimum necessary information (DiffIB paper; EVALUATION.md).
+"""MNIM: minimum necessary information (DiffIB paper; docs/evaluation.md).
 
 Rank the features (pixel-channel values; a per-pixel map ranks pixels with all
 their channels), start from an image filled with noise, put the original

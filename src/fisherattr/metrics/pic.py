@@ -1,12 +1,27 @@
-"""AIC / SIC: performance information curves (Kapishnikov 2019; IDGI; EVALUATION.md).
+"""AIC / SIC: performance information curves (Kapishnikov 2019; IDGI; docs/evaluation.md).
 
-For each image: a blurred *reference* (``"interp"``: keep a random 1% of the
-pixels plus the four corners, fill the rest by linear interpolation with
-:func:`scipy.interpolate.griddata`, mean colour of the kept pixels outside
-their hull; ``"gaussian"``: PIL Gaussian blur of radius 20, IDGI's preset).
-For each threshold (fraction of pixels kept) the *bokeh* image is the
-reference with the top-ranked pixels (channel-summed map, ties by index)
-restored (``reference`` may also be a callable ``[H,W,3] -> [H,W,3]``). Each bokeh image gets
+``reference="interp"`` (default) follows PAIR ``saliency`` 0.2.1
+``compute_pic_metric`` (the XRAI authors' code) step by step:
+
+- the image is taken as 8 bits (``round(255 x)``), as PAIR requires; every
+  image passed to the model is an 8-bit image divided by 255;
+- a random pixel mask keeps ``int(fraction * H * W)`` pixels (fraction 1%,
+  seeded per image: :func:`random_pixel_mask`);
+- every *bokeh* image, including the fully blurred reference, is re-interpolated
+  from the kept pixels (:func:`interpolated_image`: the kept pixels plus the
+  four corners are exact, the rest is :func:`scipy.interpolate.griddata` linear,
+  the mean colour of the whole image outside the hull, rounded to 8 bits). The
+  kept pixels at threshold ``t`` are the pixels whose channel-summed map value
+  is ``>=`` the ``1 - t`` quantile (ties included) **united with** the random
+  mask. Pasting sharp pixels into a fixed blurred image (this module before
+  issue 17) made the WebP size saturate early and collapsed the curves.
+
+``reference="gaussian"`` (IDGI's preset: PIL Gaussian blur, radius 20) and a
+callable reference ``[H,W,3] -> [H,W,3]`` instead paste the top-ranked pixels
+(rank order, ties by index, ``round(t * H * W)`` of them) onto the fixed
+reference, in floating point.
+
+Each bokeh image gets
 
 - an information level: ``"entropy"`` = lossless WebP size, normalised between
   the reference (0) and the original (1), clipped to [0,1]; or ``"msssim"`` =
@@ -15,13 +30,20 @@ restored (``reference`` may also be a callable ``[H,W,3] -> [H,W,3]``). Each bok
 - a performance: SIC = target softmax probability normalised between the
   reference (0) and the original (1), clipped; AIC = 1 if top-1 is the target.
 
-Curve of one image: points (0,0), (info_k, perf_k), (1,1) sorted by info
-(stable), made monotone by a running maximum, linearly interpolated at
-``n_points`` (1000) evenly spaced levels. Over images: median (SIC) or mean
-(AIC) of the interpolated curves; AUC by trapezoid. Skips, counted by reason:
-prediction below ``min_confidence`` (0.8) or not the target; reference not
-strictly less informative than the original; for SIC a reference not strictly
-less confident, for AIC a reference still classified as the target.
+Curve of one image (:func:`pic_curve`, as PAIR): running maximum of the
+performance *in threshold order*, points (info_k, max_k) plus (0,0) and (1,1),
+sorted by info (stable), linear interpolation at ``n_points`` (1001) evenly
+spaced levels ``k/1000``. Over images: median (SIC) or mean (AIC) of the
+interpolated curves; AUC by trapezoid. Skips, counted by reason: prediction
+below ``min_confidence`` (0.8) or not the target; reference not strictly less
+informative than the original; for SIC a reference not strictly less
+confident, for AIC a reference still classified as the target.
+
+Example:
+    >>> import numpy as np
+    >>> m = random_pixel_mask(8, 8, fraction=0.1, seed=0)
+    >>> int(m.sum())
+    6
 """
 from __future__ import annotations
 
@@ -48,22 +70,48 @@ InfoFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 
 
 # ------------------------------------------------------------------ references
-def interpolated_reference(image: np.ndarray, fraction: float = 0.01, seed: int = 0) -> np.ndarray:
-    """Keep ``fraction`` of the pixels (random, seeded) plus the corners; linear fill in between."""
+def random_pixel_mask(height: int, width: int, fraction: float = 0.01, seed: int = 0) -> np.ndarray:
+    """``[H,W]`` bool mask with ``int(fraction * H * W)`` random pixels set (PAIR's count), seeded."""
+    n = int(height * width * fraction)
+    mask = np.zeros(height * width, dtype=bool)
+    mask[np.random.default_rng(int(seed)).choice(height * width, size=n, replace=False)] = True
+    return mask.reshape(height, width)
+
+
+def interpolated_image(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Re-interpolate ``image`` ``[H,W,C]`` from the pixels in ``keep`` ``[H,W]`` (PAIR's ``create_blurred_image``).
+
+    The kept pixels and the four corners are copied; the others are filled
+    by linear interpolation (Delaunay, :func:`scipy.interpolate.griddata`)
+    and, outside the hull, by the mean colour of the whole image. A uint8
+    image gives a uint8 result (rounded); a float image a float64 one.
+
+    Example:
+        >>> im = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+        >>> bool((interpolated_image(im, np.zeros((2, 2), bool)) == im).all())   # corners only
+        True
+    """
     h, w, c = image.shape
-    rng = np.random.default_rng(int(seed))
-    n = max(1, int(round(fraction * h * w)))
-    idx = rng.choice(h * w, size=min(n, h * w), replace=False)
-    corners = np.array([0, w - 1, (h - 1) * w, h * w - 1])
-    idx = np.unique(np.concatenate([idx, corners]))
-    pts = np.stack([idx // w, idx % w], axis=1).astype(np.float64)
-    vals = image.reshape(-1, c)[idx].astype(np.float64)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = griddata(pts, vals, (yy, xx), method="linear", fill_value=np.nan)
-    fill = vals.mean(axis=0)
-    bad = np.isnan(out)
-    out[bad] = np.broadcast_to(fill, out.shape)[bad]
-    return np.clip(out, 0.0, 1.0)
+    keep = np.array(keep, dtype=bool, copy=True)
+    keep[[0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1]] = True
+    if keep.all():
+        return image.copy()
+    pts, unknown = np.argwhere(keep), np.argwhere(~keep)
+    vals = image[keep].astype(np.float64)
+    out = image.astype(np.float32 if image.dtype == np.uint8 else np.float64)
+    mean = image.reshape(-1, c).astype(np.float64).mean(0)
+    for ch in range(c):
+        out[unknown[:, 0], unknown[:, 1], ch] = griddata(pts, vals[:, ch], unknown, method="linear",
+                                                         fill_value=mean[ch])
+    if image.dtype == np.uint8:
+        return np.round(out).astype(np.uint8)
+    return out
+
+
+def interpolated_reference(image: np.ndarray, fraction: float = 0.01, seed: int = 0) -> np.ndarray:
+    """The fully blurred image of ``reference="interp"``: :func:`interpolated_image` from a random mask."""
+    h, w, _ = image.shape
+    return interpolated_image(np.asarray(image), random_pixel_mask(h, w, fraction, seed))
 
 
 def gaussian_reference(image: np.ndarray, radius: float = 20.0) -> np.ndarray:
@@ -128,23 +176,28 @@ def _normalised(v: float, lo: float, hi: float) -> float:
 
 
 # ------------------------------------------------------------------ the curve
-def pic_curve(info: Sequence[float], perf: Sequence[float], n_points: int = 1000) -> np.ndarray:
-    """One image's curve at ``n_points`` levels in [0,1]: add (0,0) and (1,1), sort by info
-    (stable), running max of performance, linear interpolation.
+N_POINTS = 1001
+
+
+def pic_curve(info: Sequence[float], perf: Sequence[float], n_points: int = N_POINTS) -> np.ndarray:
+    """One image's curve at ``n_points`` evenly spaced levels in [0,1], as PAIR builds it.
+
+    ``info``/``perf`` are given in threshold order: the running maximum of the
+    performance is taken in that order, then (0,0) and (1,1) are added, the
+    points sorted by info (stable) and linearly interpolated.
 
     Example:
         >>> c = pic_curve([0.2, 0.6], [0.5, 0.3], n_points=5)   # levels 0, .25, .5, .75, 1
         >>> [round(float(v), 3) for v in c]
         [0.0, 0.5, 0.5, 0.688, 1.0]
     """
-    x = np.concatenate([[0.0], np.asarray(info, np.float64), [1.0]])
-    y = np.concatenate([[0.0], np.asarray(perf, np.float64), [1.0]])
+    x = np.concatenate([np.asarray(info, np.float64), [0.0, 1.0]])
+    y = np.concatenate([np.maximum.accumulate(np.asarray(perf, np.float64)), [0.0, 1.0]])
     order = np.argsort(x, kind="stable")
-    x, y = x[order], np.maximum.accumulate(y[order])
-    return np.interp(np.linspace(0.0, 1.0, n_points), x, y)
+    return np.interp(np.linspace(0.0, 1.0, n_points), x[order], y[order])
 
 
-def aggregate_curves(curves: Sequence[np.ndarray], how: str = "median", n_points: int = 1000) -> np.ndarray:
+def aggregate_curves(curves: Sequence[np.ndarray], how: str = "median", n_points: int = N_POINTS) -> np.ndarray:
     """Pointwise median or mean of the finite per-image curves (NaN if there are none)."""
     arr = np.asarray([c for c in curves if c is not None and np.all(np.isfinite(c))], dtype=np.float64)
     if arr.size == 0:
@@ -186,7 +239,7 @@ class PICResult:
 def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, target: Target = None,
         reference: Union[str, Callable[[np.ndarray], np.ndarray]] = "interp",
         information: Union[str, InfoFn] = "entropy",
-        thresholds: Sequence[float] = THRESHOLDS, min_confidence: float = 0.8, n_points: int = 1000,
+        thresholds: Sequence[float] = THRESHOLDS, min_confidence: float = 0.8, n_points: int = N_POINTS,
         batch_size: Optional[int] = None, seed: int = 0) -> PICResult:
     """AIC and SIC for a batch of images.
 
@@ -214,17 +267,11 @@ def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, targ
     maps = pixel_map(attr, "sum").reshape(b, -1)
     for i in range(b):
         orig = images[i].permute(1, 2, 0).double().numpy()
-        if callable(reference):
-            ref = np.asarray(reference(orig), dtype=np.float64)
+        if reference == "interp":
+            orig, ref, bokeh = _interp_bokeh(orig, maps[i].double().numpy().reshape(h, w), ths, seed + i)
         else:
-            ref = interpolated_reference(orig, seed=seed + i) if reference == "interp" else gaussian_reference(orig)
-        order = rank_desc(maps[i])
-        bokeh = []
-        for th in ths:
-            keep = np.zeros(h * w, dtype=bool)
-            keep[order[: int(round(th * h * w))].numpy()] = True
-            keep = keep.reshape(h, w, 1)
-            bokeh.append(np.where(keep, orig, ref))
+            ref = np.asarray(reference(orig), dtype=np.float64) if callable(reference) else gaussian_reference(orig)
+            bokeh = _pasted_bokeh(orig, ref, maps[i], ths)
         stack = np.stack([ref] + bokeh + [orig])
         x = torch.from_numpy(stack).permute(0, 3, 1, 2).float()
         logits = scorer.logits(x)
@@ -264,3 +311,25 @@ def pic(model: nn.Module, images: torch.Tensor, attributions: torch.Tensor, targ
     res.aic_curve = aggregate_curves(list(aic_curves), "mean", n_points)
     res.sic_auc, res.aic_auc = curve_auc(res.sic_curve), curve_auc(res.aic_curve)
     return res
+
+
+def _interp_bokeh(orig: np.ndarray, smap: np.ndarray, ths: Sequence[float], seed: int):
+    """PAIR's images: (original, fully blurred, bokeh per threshold), 8-bit values in [0,1]."""
+    img = to_uint8(orig)
+    h, w, _ = img.shape
+    rmask = random_pixel_mask(h, w, 0.01, seed)
+    ref = interpolated_image(img, rmask)
+    bokeh = [interpolated_image(img, (smap >= np.quantile(smap, 1.0 - th)) | rmask) for th in ths]
+    return img / 255.0, ref / 255.0, [bk / 255.0 for bk in bokeh]
+
+
+def _pasted_bokeh(orig: np.ndarray, ref: np.ndarray, smap: torch.Tensor, ths: Sequence[float]):
+    """The top-ranked ``round(t*H*W)`` pixels (ties by index) pasted onto the fixed reference."""
+    h, w, _ = orig.shape
+    order = rank_desc(smap)
+    out = []
+    for th in ths:
+        keep = np.zeros(h * w, dtype=bool)
+        keep[order[: int(round(th * h * w))].numpy()] = True
+        out.append(np.where(keep.reshape(h, w, 1), orig, ref))
+    return out

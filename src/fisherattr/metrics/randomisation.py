@@ -1,4 +1,4 @@
-"""Cascading model-parameter randomisation (Adebayo 2018; EVALUATION.md).
+"""Cascading model-parameter randomisation (Adebayo 2018; docs/evaluation.md).
 
 Layers are found generically: every module that owns parameters directly
 (``parameters(recurse=False)``), ordered **output -> input** by the order in

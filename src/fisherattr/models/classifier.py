@@ -74,12 +74,30 @@ class Classifier(nn.Module):
         return self.classes[index] if 0 <= index < len(self.classes) else str(index)
 
     def class_index(self, name: str) -> int:
-        """Index of a class given its name (case-insensitive; any comma-separated synonym)."""
-        key = name.strip().lower()
-        for i, c in enumerate(self.classes):
-            if key == c.lower() or key in [s.strip().lower() for s in c.split(",")]:
-                return i
+        """Index of a class given its name (case-insensitive; the full name or any comma-separated synonym).
+
+        A full name wins over synonyms; a name that still fits several classes (ImageNet has
+        two "crane"s) is an error listing them, so that the caller picks by index.
+
+        Example:
+            >>> clf = Classifier(nn.Identity(), classes=["crane", "crane, bird", "kite"])
+            >>> clf.class_index("CRANE"), clf.class_index("bird")
+            (0, 1)
+        """
         from ..errors import UsageError
+
+        if not isinstance(name, str):
+            raise UsageError(f"a class name must be a string, got {type(name).__name__}")
+        key = name.strip().lower()
+        exact = [i for i, c in enumerate(self.classes) if key == c.strip().lower()]
+        found = exact or [i for i, c in enumerate(self.classes)
+                          if key in [s.strip().lower() for s in c.split(",")]]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            shown = "; ".join(f"{i} = {self.classes[i]!r}" for i in found)
+            raise UsageError(f"class name {name!r} is ambiguous for model {self.name!r}: {shown}; "
+                             "give the class index")
         raise UsageError(f"unknown class name {name!r} for model {self.name!r}")
 
 

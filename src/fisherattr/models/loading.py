@@ -11,12 +11,21 @@ Names:
 - a directory saved by :func:`save_classifier` (``classifier.json`` + ``model.safetensors``).
 - ``module:function``: any importable callable returning an ``nn.Module`` (a
   :class:`Classifier` is used as is; anything else is assumed to take [0,1] images).
+
+Trust rule: a model file can be a program. Nothing a data file names is imported or
+called, and no TorchScript program is loaded, unless the caller passes
+``trust_code=True`` (CLI: ``--trust-model-code``). Without it a folder may only name
+one of fisherattr's own architectures (:data:`TRUSTED_BUILDERS`), and its
+``companions`` must be paths inside the folder. Weights are read with safetensors
+(no pickle). A ``module:function`` name typed by the caller is the caller's own code
+and needs no flag.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -31,6 +40,39 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MODEL = "efficientnet_lite0"
 CONFIG_NAME = "classifier.json"
 WEIGHTS_NAME = "model.safetensors"
+#: How a user opts in to running code named by model files (in error messages).
+TRUST_HINT = "pass trust_code=True (CLI: --trust-model-code) if you trust it"
+#: Companion roles that name models (loaded as folders); other roles name data.
+MODEL_ROLES = ("score_model", "denoiser")
+_COMPANION_NAMES = ("gaussian", "gaussian-prior")
+_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def efficientnet_lite0_net(num_classes: int = 1000) -> nn.Module:
+    """The bare EfficientNet-Lite0 network (no weights, one activation module per use): a folder builder.
+
+    Example:
+        >>> net = efficientnet_lite0_net(num_classes=10)   # doctest: +SKIP
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from .efficientnet_lite import untangle_activations
+
+    return untangle_activations(EfficientNet.from_name("efficientnet-lite0", num_classes=int(num_classes)))
+
+
+def _small_cnn_net(**kwargs: Any) -> nn.Module:
+    from .small_cnn import build_small_cnn
+
+    return build_small_cnn(**kwargs)
+
+
+#: ``classifier.json`` builders that need no trust: fisherattr's own architectures, by their
+#: ``module:function`` name (the value is what is called; nothing is imported by name).
+TRUSTED_BUILDERS: Dict[str, Callable[..., nn.Module]] = {
+    "fisherattr.models.small_cnn:build_small_cnn": _small_cnn_net,
+    "fisherattr.models.loading:efficientnet_lite0_net": efficientnet_lite0_net,
+}
 
 
 def _lite0(**_: Any) -> Classifier:
@@ -92,8 +134,9 @@ def _timm(name: str, allow_download: bool) -> Classifier:
     try:
         net = timm.create_model(name, pretrained=load_weights)
     except Exception as e:  # noqa: BLE001
-        raise UsageError(f"cannot load timm:{name} ({e}); weights must be in the local cache "
-                         "unless allow_download=True") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"cannot load timm:{name} ({first}); weights must be in the local cache "
+                         "unless allow_download=True (CLI: --allow-download)") from None
     cfg = net.pretrained_cfg
     size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
     return Classifier(net.eval(), cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD),
@@ -101,9 +144,32 @@ def _timm(name: str, allow_download: bool) -> Classifier:
                       name=f"timm:{name}")
 
 
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{path}: not a readable JSON file ({type(e).__name__})") from None
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
 def _sidecar(path: Path) -> Dict[str, Any]:
     side = path.with_suffix(path.suffix + ".json")
-    return json.loads(side.read_text()) if side.exists() else {}
+    return _read_json(side) if side.exists() else {}
+
+
+def _torchscript(path: Path, trust_code: bool) -> Classifier:
+    """A TorchScript file: a program, so loaded only with ``trust_code``."""
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path}: not a TorchScript file (not a zip archive)")
+    if not trust_code:
+        raise UsageError(f"{path}: a TorchScript file is a program and loading it runs its code; {TRUST_HINT}")
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"{path}: not a TorchScript file ({str(e).splitlines()[0]})") from None
+    return _wrap(net, _sidecar(path), path.name)
 
 
 def _wrap(net: nn.Module, meta: Dict[str, Any], name: str) -> Classifier:
@@ -157,36 +223,112 @@ def save_classifier(model: Classifier, folder: str | os.PathLike, builder: str,
     return folder
 
 
-def _from_folder(folder: Path) -> Classifier:
+def _builder(cfg: Dict[str, Any], cfg_path: Path, trust_code: bool) -> Callable[..., nn.Module]:
+    """The callable named by ``builder``: one of :data:`TRUSTED_BUILDERS`, anything else only when trusted."""
+    spec = cfg.get("builder")
+    if not isinstance(spec, str) or ":" not in spec:
+        raise UsageError(f"{cfg_path}: field 'builder' must be a 'module:function' string, got {spec!r}")
+    if spec in TRUSTED_BUILDERS:
+        return TRUSTED_BUILDERS[spec]
+    if not trust_code:
+        raise UsageError(f"{cfg_path}: field 'builder' names {spec!r}, which is not one of fisherattr's own "
+                         f"architectures; loading it would import and run that code; {TRUST_HINT}")
+    return _import_callable(spec)
+
+
+def _build(build: Callable[..., nn.Module], kwargs: Dict[str, Any], weights: Path, cfg_path: Path) -> nn.Module:
+    """Call the builder, first without memory (meta device) to check the network is no larger than its weights."""
+    from safetensors import safe_open
+
+    def call() -> nn.Module:
+        try:
+            net = build(**kwargs)
+        except (TypeError, ValueError, UsageError) as e:
+            raise UsageError(f"{cfg_path}: field 'builder_kwargs' does not fit the builder ({e})") from None
+        if not isinstance(net, nn.Module):
+            raise UsageError(f"{cfg_path}: the builder returned {type(net).__name__}, not a torch.nn.Module")
+        return net
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            stored = sum(int(torch.Size(f.get_slice(k).get_shape()).numel()) for k in f.keys())
+    except Exception as e:  # noqa: BLE001 - a damaged weights file
+        raise UsageError(f"{weights}: not a readable safetensors file ({type(e).__name__})") from None
+    with torch.device("meta"):
+        wanted = sum(t.numel() for t in call().state_dict().values())
+    if wanted > stored:
+        raise UsageError(f"{cfg_path}: field 'builder_kwargs' describes a network of {wanted:,} values "
+                         f"but {WEIGHTS_NAME} holds {stored:,}")
+    return call()
+
+
+def _from_folder(folder: Path, trust_code: bool = False) -> Classifier:
     from safetensors.torch import load_file
 
     cfg_path = folder / CONFIG_NAME
     if not cfg_path.exists():
         raise UsageError(f"{folder} is not a saved classifier: {CONFIG_NAME} is missing")
-    cfg = json.loads(cfg_path.read_text())
-    net = _import_callable(cfg["builder"])(**cfg.get("builder_kwargs", {}))
-    if not (folder / WEIGHTS_NAME).exists():
+    cfg = _read_json(cfg_path)
+    build = _builder(cfg, cfg_path, trust_code)
+    kwargs = cfg.get("builder_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"{cfg_path}: field 'builder_kwargs' must be an object, got {type(kwargs).__name__}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.exists():
         raise UsageError(f"{folder}: {WEIGHTS_NAME} is missing")
-    net.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+    companions = _companions(cfg.get("companions") or {}, folder, trust_code)  # checked before anything runs
+    net = _build(build, kwargs, weights, cfg_path)
+    try:
+        net.load_state_dict(load_file(str(weights)))
+    except RuntimeError as e:
+        raise UsageError(f"{weights}: does not fit the network of {CONFIG_NAME} "
+                         f"({str(e).strip().splitlines()[0]})") from None
     model = _wrap(net, cfg, cfg.get("name", folder.name))
-    model.companions = _companions(cfg.get("companions") or {}, folder)
+    model.companions = companions
     return model
 
 
-def _companions(raw: Dict[str, Any], folder: Path) -> Dict[str, str]:
-    """``classifier.json`` companions; values starting with ``.`` are paths relative to the folder."""
+def _inside(path: Path, root: Path) -> bool:
+    return path.is_relative_to(root)
+
+
+def _companions(raw: Dict[str, Any], folder: Path, trust_code: bool = False) -> Dict[str, str]:
+    """``classifier.json`` companions, role -> model name, path or data spec.
+
+    Paths are relative to the folder and must stay inside it (folders shipped with
+    fisherattr: inside its assets) unless ``trust_code``: no ``..`` out, no absolute
+    or ``~`` paths. Model roles (:data:`MODEL_ROLES`) take a path or ``gaussian``;
+    other roles (``estimate_data``) a data spec such as ``synthetic``, or a ``./`` path.
+    """
+    cfg_path = folder / CONFIG_NAME
     if not isinstance(raw, dict):
-        raise UsageError(f"{folder / CONFIG_NAME}: 'companions' must be an object of role -> path")
+        raise UsageError(f"{cfg_path}: 'companions' must be an object of role -> path")
+    here = folder.resolve()
+    root = _ASSETS if _inside(here, _ASSETS) else here
     out = {}
     for role, value in raw.items():
-        value = str(value)
-        out[str(role)] = str((folder / value).resolve()) if value.startswith(".") else value
+        role, value = str(role), str(value)
+        is_path = value.startswith((".", "~", "/", "\\")) or os.path.isabs(value) or (
+            role in MODEL_ROLES and value.strip().lower() not in _COMPANION_NAMES)
+        if not is_path:
+            out[role] = value
+            continue
+        target = Path(os.path.expanduser(value)) if value.startswith("~") else folder / value
+        target = target.resolve()
+        if not trust_code and (value.startswith("~") or os.path.isabs(value) or not _inside(target, root)):
+            raise UsageError(f"{cfg_path}: field 'companions.{role}' = {value!r} points outside the model folder; "
+                             f"{TRUST_HINT}")
+        out[role] = str(target)
     return out
 
 
 def load_classifier(name: str = DEFAULT_MODEL, device: Optional[str | torch.device] = None,
-                    allow_download: bool = False) -> Classifier:
+                    allow_download: bool = False, trust_code: bool = False) -> Classifier:
     """Load a classifier by name (see the module docstring) in eval mode.
+
+    ``allow_download``: torchvision/timm weights may be fetched (else the local cache only).
+    ``trust_code``: run code that a model file names or is (a folder's ``builder`` outside
+    :data:`TRUSTED_BUILDERS`, companions outside the folder, a TorchScript file).
 
     Example:
         >>> model = load_classifier("efficientnet_lite0")   # doctest: +SKIP
@@ -205,13 +347,9 @@ def load_classifier(name: str = DEFAULT_MODEL, device: Optional[str | torch.devi
         elif key.startswith("timm:"):
             model = _timm(key.split(":", 1)[1], allow_download)
         elif path.is_dir():
-            model = _from_folder(path)
+            model = _from_folder(path, trust_code)
         elif path.is_file():
-            try:
-                net = torch.jit.load(str(path), map_location="cpu")
-            except Exception as e:  # noqa: BLE001
-                raise UsageError(f"{path}: not a TorchScript file ({str(e).splitlines()[0]})") from None
-            model = _wrap(net, _sidecar(path), path.name)
+            model = _torchscript(path, trust_code)
         elif ":" in key and not os.sep in key.split(":", 1)[0]:
             obj = _import_callable(key)()
             if not isinstance(obj, nn.Module):

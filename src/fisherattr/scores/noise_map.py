@@ -368,7 +368,7 @@ def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str,
         >>> den = train_noise_map_denoiser(photos, "/tmp/den", TrainConfig(size=16, steps=2, batch=2, width=4),
         ...                                progress=False)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     cfg = config or TrainConfig()
     for name in ("size", "steps", "batch", "width", "checkpoint_every"):
@@ -418,9 +418,9 @@ def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str,
 
     t0 = time.perf_counter()
     model.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train-denoiser",
-               disable=not progress, dynamic_ncols=True)
-    for step in bar:
+    # a bar on a terminal, a line every 10 s in a log
+    bar = progress_bar(cfg.steps, "train-denoiser", unit="step", enabled=progress, min_interval=10, initial=start)
+    for step in range(start, cfg.steps):
         x = random_crops(photos, cfg.batch, cfg.size, gen).to(device)
         lam = sample_log_snr_maps(cfg.batch, channels, cfg.size, gen, cfg.log_snr_range).to(device)
         eps = torch.randn(x.shape, generator=gen).to(device)
@@ -438,6 +438,7 @@ def train_noise_map_denoiser(photos: Sequence[torch.Tensor], out_dir: Union[str,
         losses.append(float(loss.detach()))
         if progress:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        bar.update(1)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps or step + 1 == stop_after:
             save_checkpoint(step + 1)
         if stop_after is not None and step + 1 >= stop_after and step + 1 < cfg.steps:

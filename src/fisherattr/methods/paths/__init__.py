@@ -6,13 +6,13 @@ rule) on a path of your own, subclass :class:`Path` and wrap it in
 :class:`PathAttribution` (see ``docs/paths.md``).
 """
 from .blur import BlurPath, gaussian_blur, gaussian_kernel1d
-from .core import IDGI, RULES, Path, Riemann, Rule, ScoreFunction, Segment, Trapezoid, integrate, make_rule, \
+from .core import IDGI, RULES, Path, PointAverage, Riemann, Rule, ScoreFunction, Segment, Trapezoid, integrate, make_rule, \
     resolve_baseline
-from .guided import GuidedIGPath
-from .methods import IG, IDGIBlurIG, IDGIGuidedIG, IDGIIG, BlurIG, GuidedIG, PathAttribution
+from .guided import SELECTIONS, GuidedIGPath
+from .methods import IG, IG_RULES, IDGIBlurIG, IDGIGuidedIG, IDGIIG, BlurIG, GuidedIG, PathAttribution
 from .straight import StraightLinePath
 
-__all__ = ["BlurPath", "gaussian_blur", "gaussian_kernel1d", "IDGI", "RULES", "Path", "Riemann", "Rule",
-           "ScoreFunction", "Segment", "Trapezoid", "integrate", "make_rule", "resolve_baseline", "GuidedIGPath",
-           "IG", "IDGIBlurIG", "IDGIGuidedIG", "IDGIIG", "BlurIG", "GuidedIG", "PathAttribution",
+__all__ = ["BlurPath", "gaussian_blur", "gaussian_kernel1d", "IDGI", "RULES", "Path", "PointAverage", "Riemann",
+           "Rule", "ScoreFunction", "Segment", "Trapezoid", "integrate", "make_rule", "resolve_baseline",
+           "GuidedIGPath", "SELECTIONS", "IG", "IG_RULES", "IDGIBlurIG", "IDGIGuidedIG", "IDGIIG", "BlurIG", "GuidedIG", "PathAttribution",
            "StraightLinePath"]

@@ -19,6 +19,29 @@ def gaussian_kernel1d(sigma: float, radius: int, device=None, dtype=torch.float3
     return (k / k.sum()).to(dtype)
 
 
+def delta_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """``[size, size]`` kernel built as RISE's and ExplainAttr's ``gkern``: a centred delta through
+    ``scipy.ndimage.gaussian_filter`` (mode ``'reflect'``, truncated at 4 sigma), float32.
+
+    Example:
+        >>> round(float(delta_kernel(11, 5.0).sum()), 6)
+        1.0
+    """
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    d = np.zeros((size, size))
+    d[size // 2, size // 2] = 1.0
+    return torch.from_numpy(gaussian_filter(d, sigma)).float()
+
+
+def delta_kernel_blur(z: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
+    """Blur ``[B,C,H,W]`` per channel with :func:`delta_kernel`, zero padding (``conv2d(padding=size//2)``)."""
+    c = z.shape[1]
+    k = delta_kernel(size, sigma).to(z).expand(c, 1, size, size)
+    return F.conv2d(z, k, padding=size // 2, groups=c)
+
+
 def _band_matrix(k: torch.Tensor, n: int) -> torch.Tensor:
     """``[n, n]`` matrix of the zero-padded 1-D convolution with the centred kernel ``k``."""
     r = (k.numel() - 1) // 2
@@ -70,8 +93,9 @@ def gaussian_blur(images: torch.Tensor, sigma: float, radius: Optional[int] = No
 class BlurPath(Path):
     """Blur IG's path: from ``blur(x, max_sigma)`` to ``x`` as sigma falls to 0.
 
-    Sigmas ``s_i = max_sigma * i / steps`` (``sqrt=True``:
-    ``max_sigma * sqrt(i / steps)``, denser near the sharp image). The path
+    Sigmas ``s_i = max_sigma * i / steps`` (``sqrt=True``: PAIR's
+    ``sqrt(i * max_sigma / steps)``, denser near the sharp image; note that it
+    ends at ``sqrt(max_sigma)``, not ``max_sigma``, as in the authors' code). The path
     visits them from ``s_steps`` down to ``s_0 = 0`` (the image itself).
     As in the paper's code, each step from ``s_{i+1}`` to ``s_i`` pairs the
     gradient at the sharper point ``blur(x, s_i)`` with the displacement
@@ -99,7 +123,7 @@ class BlurPath(Path):
         """The sigmas in path order (from ``max_sigma`` down to 0)."""
         n = self.steps
         if self.sqrt:
-            s = [self.max_sigma * math.sqrt(i / n) for i in range(n + 1)]
+            s = [math.sqrt(i * self.max_sigma / n) for i in range(n + 1)]
         else:
             s = [self.max_sigma * i / n for i in range(n + 1)]
         return s[::-1]

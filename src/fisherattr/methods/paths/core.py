@@ -178,6 +178,9 @@ class Rule(ABC):
 
     name: str = "rule"
 
+    def begin(self) -> None:
+        """Called by :func:`integrate` before the first segment of a path (rules with state reset here)."""
+
     @abstractmethod
     def __call__(self, seg: Segment) -> torch.Tensor:
         """The increment for ``seg``."""
@@ -199,6 +202,29 @@ class Trapezoid(Rule):
 
     def __call__(self, seg: Segment) -> torch.Tensor:
         return 0.5 * (seg.g_start + seg.g_end) * seg.delta
+
+
+class PointAverage(Rule):
+    """PAIR ``saliency``'s IG sum: the mean gradient over all ``steps + 1`` points (both ends) times the
+    total displacement, ``sum_j g_j * delta * steps / (steps + 1)`` for a path of equal steps ``delta``.
+
+    Example:
+        >>> rule = PointAverage(steps=4)     # 5 points, each weighted 1/5 of the whole path
+    """
+
+    name = "points"
+
+    def __init__(self, steps: int) -> None:
+        self.weight = steps / (steps + 1.0)
+        self._first = True
+
+    def begin(self) -> None:
+        self._first = True
+
+    def __call__(self, seg: Segment) -> torch.Tensor:
+        g = seg.g_end + seg.g_start if self._first else seg.g_end
+        self._first = False
+        return self.weight * g * seg.delta
 
 
 class IDGI(Rule):
@@ -238,6 +264,7 @@ def integrate(path: Path, rule: Rule, images: torch.Tensor, score: ScoreFunction
               progress: bool = False) -> torch.Tensor:
     """Sum ``rule`` over the segments of ``path`` for ``images`` (accumulated in float64)."""
     total = torch.zeros(images.shape, dtype=torch.float64, device=images.device)
+    rule.begin()
     for seg in path.segments(images, score, progress=progress):
         total += rule(seg).double()
     return total.to(images.dtype)

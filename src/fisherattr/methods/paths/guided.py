@@ -8,8 +8,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import UsageError
-from .core import BaselineSpec, Path, ScoreFunction, Segment, check_baseline, check_positive_int, \
+from .core import BaselineSpec, Path, ScoreFunction, Segment, check_baseline, check_choice, check_positive_int, \
     resolve_baseline
+
+#: Which features a round may move: the ``fraction`` of all features (the authors' code) or of the remaining ones.
+SELECTIONS = ("all", "remaining")
 
 
 def _l1(t: torch.Tensor) -> torch.Tensor:
@@ -29,15 +32,19 @@ class GuidedIGPath(Path):
     not re-evaluated inside a step. Batched over images (the path is
     sequential in k); ``steps + 1`` points are evaluated.
 
-    Deviation from the reference code: the fraction is taken of the remaining
-    features (METHODS.md), not of all features.
+    ``selection='all'`` (default) is the authors' rule (PAIR ``saliency``
+    0.2.1 ``guided_ig_impl``): features that cannot move count as ``+inf``
+    and the threshold is the ``fraction`` quantile (``'lower'``) of *all*
+    features' ``|gradient|``, so late in a step a round may take every
+    remaining feature. ``'remaining'`` takes the fraction of the features
+    still free (METHODS.md's wording; this library's rule before issue 17).
 
     Example:
         >>> path = GuidedIGPath(steps=200, fraction=0.25, max_dist=0.02)
     """
 
     def __init__(self, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
-                 baseline: BaselineSpec = "black") -> None:
+                 baseline: BaselineSpec = "black", selection: str = "all") -> None:
         self.steps = check_positive_int("steps", steps)
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
             raise UsageError(f"fraction must be a number in (0, 1]; got {fraction!r}")
@@ -46,9 +53,15 @@ class GuidedIGPath(Path):
         self.fraction = float(fraction)
         self.max_dist = float(max_dist)
         self.baseline = check_baseline(baseline)
+        self.selection = check_choice("selection", selection, SELECTIONS)
 
     def _select(self, absg: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
-        """Per image: the ``fraction`` of the free features with the smallest |g| (ties included)."""
+        """Per image: the free features with |g| at most the threshold of :attr:`selection` (ties included)."""
+        if self.selection == "all":
+            key = torch.where(free, absg, torch.full_like(absg, float("inf")))
+            k = int(self.fraction * (key.shape[1] - 1)) + 1     # numpy quantile, method='lower'
+            thr = key.kthvalue(k, dim=1).values
+            return free & (key <= thr[:, None])
         sel = torch.zeros_like(free)
         for b in range(absg.shape[0]):
             vals = absg[b][free[b]]

@@ -10,7 +10,8 @@ from ...errors import UsageError
 from ..base import AttributionMethod
 from ..registry import register
 from .blur import BlurPath
-from .core import SCORES, BaselineSpec, Path, Rule, ScoreFunction, Trapezoid, check_choice, integrate, make_rule
+from .core import SCORES, BaselineSpec, Path, PointAverage, Rule, ScoreFunction, Trapezoid, check_choice, integrate, \
+    make_rule
 from .guided import GuidedIGPath
 from .straight import StraightLinePath
 
@@ -47,12 +48,19 @@ class PathAttribution(AttributionMethod):
         return integrate(self.path, self._rule, images, self.score_function(target), progress=self.progress)
 
 
+#: IG's sums: left / right Riemann (Captum), trapezoid, and PAIR's mean over all points.
+IG_RULES = ("left", "right", "trapezoid", "pair")
+
+
 @register("ig")
 class IG(PathAttribution):
     """Integrated Gradients on the straight line from a baseline (black by default).
 
     ``rule='left'`` equals Captum's ``IntegratedGradients(method='riemann_left')``
-    with ``n_steps=steps``; ``'right'`` and ``'trapezoid'`` are the other sums.
+    with ``n_steps=steps``; ``'right'`` and ``'trapezoid'`` are the other sums;
+    ``'pair'`` is PAIR ``saliency``'s ``IntegratedGradients`` with
+    ``x_steps=steps+1``: the mean gradient over the ``steps + 1`` points
+    ``j/steps`` (both ends included) times ``x - baseline``.
     ``steps + 1`` points are evaluated, ``max(1, internal_batch_size // B)``
     per model call. Score: the target's logit (as Captum) unless
     ``score='probability'``.
@@ -65,9 +73,10 @@ class IG(PathAttribution):
     def __init__(self, model: nn.Module, *, steps: int = 200, baseline: BaselineSpec = "black",
                  rule: str = "left", score: str = "logit", seed: int = 0, internal_batch_size: int = 16,
                  progress: bool = False) -> None:
-        check_choice("rule", rule, ("left", "right", "trapezoid"))
+        check_choice("rule", rule, IG_RULES)
         path = StraightLinePath(steps, baseline, anchor="end" if rule == "right" else "start")
-        super().__init__(model, path, Trapezoid() if rule == "trapezoid" else "riemann", score=score, seed=seed,
+        rule_obj = {"trapezoid": Trapezoid(), "pair": PointAverage(path.steps)}.get(rule, "riemann")
+        super().__init__(model, path, rule_obj, score=score, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         self.steps, self.baseline, self.rule = path.steps, path.baseline, rule
 
@@ -76,17 +85,23 @@ class IG(PathAttribution):
 class GuidedIG(PathAttribution):
     """Guided Integrated Gradients (Kapishnikov 2021); see :class:`GuidedIGPath`.
 
+    ``selection='all'`` (default) is the authors' rule (PAIR ``saliency``
+    ``GuidedIG``): each round moves the ``fraction`` of *all* features with
+    the smallest |gradient|; ``'remaining'`` takes the fraction of the
+    features not yet at the step's upper edge (this library before issue 17).
+
     Example:
         >>> maps = GuidedIG(model, steps=200).attribute(images)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
-                 baseline: BaselineSpec = "black", score: str = "logit", seed: int = 0,
+                 baseline: BaselineSpec = "black", selection: str = "all", score: str = "logit", seed: int = 0,
                  internal_batch_size: int = 16, progress: bool = False) -> None:
-        path = GuidedIGPath(steps, fraction, max_dist, baseline)
+        path = GuidedIGPath(steps, fraction, max_dist, baseline, selection)
         super().__init__(model, path, "riemann", score=score, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         self.steps, self.fraction, self.max_dist, self.baseline = steps, path.fraction, path.max_dist, path.baseline
+        self.selection = path.selection
 
 
 @register("blur-ig", "blurig")
@@ -134,12 +149,13 @@ class IDGIGuidedIG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
-                 baseline: BaselineSpec = "black", score: str = "probability", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
-        path = GuidedIGPath(steps, fraction, max_dist, baseline)
+                 baseline: BaselineSpec = "black", selection: str = "all", score: str = "probability",
+                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+        path = GuidedIGPath(steps, fraction, max_dist, baseline, selection)
         super().__init__(model, path, "idgi", score=score, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         self.steps, self.fraction, self.max_dist, self.baseline = steps, path.fraction, path.max_dist, path.baseline
+        self.selection = path.selection
 
 
 @register("idgi-blur-ig", "idgi-blurig")

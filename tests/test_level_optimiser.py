@@ -1,0 +1,238 @@
+"""The constrained level optimiser shared by FDA and DiffIB (issue 16): dual ascent, presets, contract.
+
+Known-answer toy: a classifier that reads only a 4x4 patch of a 16x16 image. The right
+answer is "keep the patch clean, noise everything else"; the constraint is checked with
+fresh noise draws the optimiser never saw.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import fisherattr
+from fisherattr.errors import UsageError
+from fisherattr.methods.level_adapters import smooth_raw
+from fisherattr.methods.level_optimiser import DualAscent
+from fisherattr.metrics.localisation import roc_auc
+from fisherattr.models import Classifier
+from fisherattr.scores import DiagonalGaussian
+from fisherattr.sde import VPSchedule
+
+from conftest import PatchModel, patch_mask
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+def _held_probability(method, model, x: torch.Tensor, draws: int = 64) -> torch.Tensor:
+    """Per image: the target's mean probability under ``draws`` fresh perturbations at the final levels."""
+    strategy = method.make_strategy(x)
+    out = []
+    for i in range(x.shape[0]):
+        eps = torch.randn((draws, *x.shape[1:]), generator=torch.Generator().manual_seed(1000 + i))
+        xp = strategy.perturb(x[i:i + 1] * 2 - 1, method.last_levels[i:i + 1], eps)
+        with torch.no_grad():
+            out.append(float(torch.softmax(model(((xp + 1) / 2).clamp(0, 1)), 1)[:, 0].mean()))
+    return torch.tensor(out)
+
+
+def _noise_amount(name: str, levels: torch.Tensor) -> torch.Tensor:
+    """Higher = more noise: FDA's time t, DiffIB's negated log-SNR."""
+    return levels if name == "fda" else -levels
+
+
+# ----------------------------------------------------------------------------- dual ascent
+def test_dual_ascent_raises_the_multiplier_while_the_constraint_holds_and_lowers_it_when_violated():
+    thr = -math.log(0.8)
+    d = DualAscent(torch.ones(2), keep_prob=0.8, lr=0.2, smoothing=0.0)
+    trace = []
+    for _ in range(5):  # image 0 holds with room (CE 0), image 1 violates (CE 3 thr)
+        d.update(torch.tensor([0.0, 3 * thr]))
+        trace.append(d.beta.clone())
+    b = torch.stack(trace)
+    assert (b[1:, 0] > b[:-1, 0]).all() and (b[1:, 1] < b[:-1, 1]).all()
+    assert float(b[-1, 0]) == pytest.approx(math.exp(5 * 0.2), rel=1e-5)  # full step while far inside
+    assert float(b[-1, 1]) == pytest.approx(math.exp(-5 * 0.2), rel=1e-5)  # clamped step of -lr
+    # exactly on the boundary the multiplier does not move; half-way in it moves by half a step
+    e = DualAscent(torch.ones(2), keep_prob=0.8, lr=0.2, smoothing=0.0)
+    e.update(torch.tensor([thr, thr / 2]))
+    assert torch.allclose(e.beta, torch.tensor([1.0, math.exp(0.1)]))
+    # the smoothed cross-entropy decides: one good step after bad ones does not raise beta yet
+    s = DualAscent(torch.ones(1), keep_prob=0.8, lr=0.2, smoothing=0.9)
+    for ce in (5.0, 5.0, 0.0):
+        s.update(torch.tensor([ce]))
+    assert float(s.beta[0]) < math.exp(-0.3)
+    assert bool(s.holds(torch.tensor([0.0]))[0]) is False
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, -0.1, float("nan"), "high"])
+def test_keep_prob_must_be_a_probability(patch_model, bad):
+    with pytest.raises(UsageError, match="keep_prob"):
+        fisherattr.get_method("fda", patch_model, keep_prob=bad)
+
+
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+@pytest.mark.parametrize("opt", ["beta", "lr", "dual_lr", "smooth_sigma", "average"])
+def test_float_options_reject_nan_and_inf(patch_model, name, opt):
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(UsageError, match=opt):
+            fisherattr.get_method(name, patch_model, denoiser="gaussian", **{opt: bad}) if name == "diffib" else \
+                fisherattr.get_method(name, patch_model, **{opt: bad})
+
+
+# ----------------------------------------------------------------------------- the known-answer toy
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_constrained_optimiser_keeps_the_patch_clean_and_holds_the_prediction(patch_model, patch_images, name):
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    method = fisherattr.get_method(name, patch_model, steps=100, **kw)  # the default preset
+    assert method.keep_prob == 0.8 and method.penalty == "level" and method.adapter == "direct"
+    a = method.attribute(patch_images)
+    noise = _noise_amount(name, method.last_levels).mean(1)
+    mask = patch_mask().flatten().numpy()
+    for i in range(2):
+        auc = roc_auc(-noise[i].flatten().numpy(), mask)  # the patch has the least noise
+        assert auc >= 0.95, (name, i, auc)
+        heat = a[i].sum(0)
+        assert float(heat[patch_mask()].mean()) > 3 * float(heat[~patch_mask()].mean())
+    p = _held_probability(method, patch_model, patch_images)
+    assert (p >= 0.8 - 0.05).all(), p
+    assert all(method.last_history["feasible"])
+    # the constraint binds: the prediction is not kept with a wide margin (the noise went as far as allowed)
+    assert (p < 0.99).all(), p
+
+
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_fixed_beta_zero_and_huge_show_the_two_failure_modes(patch_model, patch_images, name):
+    """beta = 0: nothing pushes noise anywhere, so the levels barely move and carry no location;
+    a huge fixed beta: everything is noised and the prediction is lost. Dual ascent avoids both."""
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    common = dict(keep_prob=None, keep="last", steps=60, **kw)
+    zero = fisherattr.get_method(name, patch_model, beta=0.0, **common)
+    zero.attribute(patch_images)
+    huge = fisherattr.get_method(name, patch_model, beta=1e4, **common)
+    huge.attribute(patch_images)
+    solved = fisherattr.get_method(name, patch_model, steps=60, **kw)  # the default: dual ascent
+    solved.attribute(patch_images)
+
+    def background_noise(m):
+        return float(_noise_amount(name, m.last_levels)[..., ~patch_mask()].mean())
+
+    # beta 0: the background, which the classifier never reads, is left almost clean
+    assert background_noise(zero) < background_noise(solved) - (0.3 if name == "fda" else 5.0)
+    with torch.no_grad():
+        p_clean = torch.softmax(patch_model(patch_images), 1)[:, 0]
+    p_zero = _held_probability(zero, patch_model, patch_images)
+    p_huge = _held_probability(huge, patch_model, patch_images)
+    assert (p_zero > p_clean - 0.005).all() and (p_zero > 0.95).all()
+    assert (p_huge < 0.5).all()  # huge beta: the prediction is lost
+
+
+def test_smoothing_is_a_normalised_gaussian_and_keeps_constants():
+    r = torch.full((1, 2, 9, 9), -3.0)
+    assert torch.allclose(smooth_raw(r, 1.5), r)
+    d = torch.zeros(1, 1, 15, 15)
+    d[..., 7, 7] = 1.0
+    s = smooth_raw(d, 1.0)
+    assert float(s.sum()) == pytest.approx(1.0, rel=1e-5)  # away from the border: mass preserved
+    assert float(s[..., 7, 8] / s[..., 7, 7]) == pytest.approx(math.exp(-0.5), rel=1e-4)
+    assert smooth_raw(d, 0.0) is d
+
+
+# ----------------------------------------------------------------------------- presets
+def test_fda_paper_preset_computes_paper_001s_information_penalty_exactly():
+    """preset='paper': the penalty is the mean information retained, A_i(t_i) = 1/2 log((1+SNR(t_i) v)/(1+SNR(1) v))
+    for the diagonal Gaussian prior (METHODS.md 1.8), on known levels; fixed beta, U-Net adapter."""
+    model = Classifier(PatchModel(), classes=["a", "b"]).eval()
+    v = 0.25
+    sm = DiagonalGaussian(torch.zeros(3, 16, 16), torch.full((3, 16, 16), v))
+    fda = fisherattr.get_method("fda", model, score_model=sm, preset="paper", curve_draws=32, nodes=64)
+    assert (fda.penalty, fda.keep_prob, fda.adapter, fda.beta, fda.steps) == ("information", None, "unet", 1.0, 60)
+    x = torch.full((1, 3, 16, 16), 0.25)
+    x[..., ::2] = 0.75  # diffusion-space values +-sqrt(v): the eps-average of the error is the prior's MMSE
+    strategy = fda.make_strategy(x)
+    gens = fda.generators(1)
+    state = strategy.prepare(x, gens)
+    t = torch.linspace(0.01, 0.9, 16 * 16 * 3).view(1, 3, 16, 16)
+    got = strategy.penalty(t, state, x * 2 - 1, gens, kind="information")
+    sched = VPSchedule()
+    snr = torch.exp(sched.log_snr(t.double()))
+    snr1 = math.exp(float(sched.log_snr(torch.tensor(1.0, dtype=torch.float64))))
+    want = (0.5 * torch.log((1 + snr * v) / (1 + snr1 * v))).mean()
+    assert float(got[0]) == pytest.approx(float(want), rel=0.02)
+    # the default preset's level penalty is paper 000's "maximise t": mean(1 - t)
+    assert float(strategy.penalty(t, state, x * 2 - 1, gens, kind="level")[0]) == pytest.approx(
+        float((1 - t).mean()), rel=1e-6)
+
+
+def test_diffib_paper_preset_is_algorithm_1():
+    model = Classifier(PatchModel(), classes=["a", "b"]).eval()
+    d = fisherattr.get_method("diffib", model, denoiser="gaussian", preset="paper")
+    assert (d.penalty, d.keep_prob, d.adapter, d.beta, d.keep) == ("level", None, "unet", 0.05, "last")
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    s = d.make_strategy(x)
+    alpha = torch.linspace(-9, 9, 3 * 16 * 16).view(1, 3, 16, 16)
+    assert float(s.penalty(alpha, None, x * 2 - 1, d.generators(1), kind="level")[0]) == pytest.approx(
+        float(alpha.mean()), abs=1e-6)
+
+
+def test_explicit_options_win_over_the_preset(patch_model):
+    fda = fisherattr.get_method("fda", patch_model, preset="paper", steps=100, keep_prob=0.9, adapter="direct")
+    assert (fda.steps, fda.keep_prob, fda.adapter, fda.penalty) == (100, 0.9, "direct", "information")
+    fda = fisherattr.get_method("fda", patch_model, keep_prob=None)
+    assert fda.keep_prob is None and fda.smooth_sigma == 1.0
+    with pytest.raises(UsageError, match="preset"):
+        fisherattr.get_method("fda", patch_model, preset="best")
+
+
+# ----------------------------------------------------------------------------- contract
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_determinism_batch_equals_single_and_caller_tensor_untouched(patch_model, patch_images, name):
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    x = patch_images.clone()
+    make = lambda: fisherattr.get_method(name, patch_model, steps=30, **kw)  # noqa: E731
+    a = make().attribute(x)
+    assert torch.equal(x, patch_images)
+    b = make().attribute(x)
+    assert torch.equal(a, b)
+    single = torch.cat([make().attribute(x[i:i + 1]) for i in range(2)])
+    torch.testing.assert_close(a, single, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_channel_sharing_gives_one_level_per_pixel(patch_model, patch_images, share):
+    fda = fisherattr.get_method("fda", patch_model, steps=5, share_channels=share)
+    fda.attribute(patch_images)
+    lv = fda.last_levels
+    same = bool((lv == lv[:, :1]).all())
+    assert same == share
+
+
+def test_amortised_training_with_per_image_multipliers(patch_model, patch_images, tmp_path):
+    fda = fisherattr.get_method("fda", patch_model)
+    folder, hist = fda.train_explainer(patch_images, tmp_path / "ex", steps=60, batch=2, lr=1e-2, progress=False)
+    assert len(hist["beta_final"]) == 2 and all(np.isfinite(hist["beta_final"]))
+    assert hist["ce"][-1] < -math.log(0.8)  # the trained adapter holds the constraint on its images
+    amortised = fisherattr.get_method("fda", patch_model, mode="amortised", explainer=str(folder))
+    a = amortised.attribute(patch_images)
+    assert a.shape == patch_images.shape and torch.isfinite(a).all()
+    heat = a.sum(1)
+    assert float(heat[:, patch_mask()].mean()) > 3 * float(heat[:, ~patch_mask()].mean())
+    import json
+    cfg = json.loads((folder / "adapter.json").read_text())
+    assert cfg["smooth_sigma"] == 1.0 and cfg["keep_prob"] == 0.8 and cfg["penalty"] == "level"
+
+
+def test_cli_options_reach_the_constrained_optimiser():
+    from fisherattr.commands.explain import parse_options
+
+    opts = parse_options(["fda.keep_prob=none", "fda.preset=paper", "diffib.keep_prob=0.9", "fda.smooth_sigma=2"],
+                         ["fda", "diffib"])
+    assert opts == {"fda": {"keep_prob": None, "preset": "paper", "smooth_sigma": 2.0}, "diffib": {"keep_prob": 0.9}}
+    with pytest.raises(UsageError):
+        parse_options(["fda.keep_prob=nan"], ["fda"])
