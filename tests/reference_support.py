@@ -75,3 +75,18 @@ def pair_model_function(model: Classifier, target: int, dtype=torch.float32):
         return {INPUT_OUTPUT_GRADIENTS: g.permute(0, 2, 3, 1).detach().numpy()}
 
     return call
+
+
+def gkern(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
+    """RISE's and ExplainAttr's blur kernel, restated: a centred delta through
+    ``scipy.ndimage.gaussian_filter``, one copy per channel (``[3,3,klen,klen]`` conv weight)."""
+    import numpy as np
+    from scipy.ndimage import gaussian_filter
+
+    d = np.zeros((klen, klen))
+    d[klen // 2, klen // 2] = 1
+    k = torch.from_numpy(gaussian_filter(d, nsig)).float()
+    w = torch.zeros(3, 3, klen, klen)
+    for c in range(3):
+        w[c, c] = k
+    return w

@@ -14,23 +14,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from fisherattr.metrics.insertion_deletion import PRESETS, insertion_deletion
 
 from reference_support import one_thread  # noqa: F401  (autouse)
-from reference_support import synthetic_images, synthetic_model
-
-
-def gkern(klen: int = 11, nsig: float = 5.0) -> torch.Tensor:
-    """Both codes: a centred delta through ``scipy.ndimage.gaussian_filter``, one copy per channel."""
-    d = np.zeros((klen, klen))
-    d[klen // 2, klen // 2] = 1
-    k = torch.from_numpy(gaussian_filter(d, nsig)).float()
-    w = torch.zeros(3, 3, klen, klen)
-    for c in range(3):
-        w[c, c] = k
-    return w
+from reference_support import gkern, synthetic_images, synthetic_model
 
 
 def blur(z: torch.Tensor, klen: int = 11) -> torch.Tensor:

@@ -15,22 +15,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 
 from fisherattr.methods.samp import SAMP, SAMPPlusPlus, default_blur, default_pixels_per_step
 
 from reference_support import one_thread  # noqa: F401  (autouse)
-from reference_support import synthetic_images, synthetic_model
+from reference_support import gkern, synthetic_images, synthetic_model
 
 
 def gkern_blur(z: torch.Tensor, klen: int, ksig: float) -> torch.Tensor:
-    d = np.zeros((klen, klen))
-    d[klen // 2, klen // 2] = 1
-    k = torch.from_numpy(gaussian_filter(d, ksig)).float()
-    w = torch.zeros(3, 3, klen, klen)
-    for c in range(3):
-        w[c, c] = k
-    return F.conv2d(z, w, padding=klen // 2)
+    return F.conv2d(z, gkern(klen, ksig), padding=klen // 2)
 
 
 def official_path(net, z, target: int, line: str, step: int, n_frag: Optional[float], momen: Optional[float],
