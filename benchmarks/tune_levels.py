@@ -78,9 +78,14 @@ def main() -> None:
                          correct=float(target == s.label)))
     summary = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     summary.update(method=args.method, model=args.model, start=args.start, n=args.n, split=args.split, options=opts)
+    report(summary, args.json)
+
+
+def report(summary: dict, path: str | None) -> None:
+    """Print the summary as one JSON line and append it to ``path`` (if given)."""
     print(json.dumps(summary))
-    if args.json:
-        with open(args.json, "a") as f:
+    if path:
+        with open(path, "a") as f:
             f.write(json.dumps(summary) + "\n")
 
 

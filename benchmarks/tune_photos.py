@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ig200_seconds  # noqa: E402
-from tune_levels import held_probability  # noqa: E402
+from tune_levels import held_probability, report  # noqa: E402
 
 import fisherattr  # noqa: E402
 from fisherattr.commands.explain import parse_options  # noqa: E402
-from fisherattr.commands.train_explainer import load_training_images  # noqa: E402
+from fisherattr.commands.train_explainer import dev_photo  # noqa: E402
 from fisherattr.metrics.insertion_deletion import insertion_deletion  # noqa: E402
 
 
@@ -39,14 +39,9 @@ def main() -> None:
     model = fisherattr.load_classifier("efficientnet_lite0")
     opts = parse_options(args.option, [args.method]).get(args.method, {})
     method = fisherattr.get_method(args.method, model, **opts)
-    import skimage.data  # noqa: F401  (the photos)
-    import fisherattr.commands.train_explainer as te
     rows = []
     for name in args.photos.split(","):
-        saved = te.TRAIN_SAMPLES
-        te.TRAIN_SAMPLES = (name,)
-        x = load_training_images("samples", 224)
-        te.TRAIN_SAMPLES = saved
+        x = dev_photo(name, 224)
         with torch.no_grad():
             target = int(model(x).argmax(1))
         t0 = time.perf_counter()
@@ -59,10 +54,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("difauc", "sec", "ratio", "p")}
     mean.update(method=args.method, options=opts, photos=args.photos)
-    print(json.dumps(mean))
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(mean) + "\n")
+    report(mean, args.json)
 
 
 if __name__ == "__main__":

@@ -84,24 +84,28 @@ def parse_options(items: List[str], method: str = "") -> Dict[str, Any]:
     return out
 
 
+def dev_photo(name: str, size: int):
+    """One scikit-image photo of :data:`TRAIN_SAMPLES` as ``[1,3,size,size]`` in [0,1] (grey ones as RGB)."""
+    import numpy as np
+    import skimage.data as data
+
+    from ..data.images import array_to_pil, pil_to_tensor, resize_pil
+
+    arr = np.asarray(getattr(data, name)())
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return pil_to_tensor(resize_pil(array_to_pil(arr[..., :3]), size, "shorter-crop"))
+
+
 def load_training_images(spec: str, size: int):
     """``[N,3,size,size]`` in [0,1] from a folder, ``samples`` or comma-separated sample names."""
-    import numpy as np
     import torch
 
-    from ..data.images import array_to_pil, load_image, pil_to_tensor, resize_pil
+    from ..data.images import load_image
     from ..errors import UsageError
 
     if spec == "samples":
-        import skimage.data as data
-
-        out = []
-        for name in TRAIN_SAMPLES:
-            arr = np.asarray(getattr(data, name)())
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            out.append(pil_to_tensor(resize_pil(array_to_pil(arr[..., :3]), size, "shorter-crop")))
-        return torch.cat(out)
+        return torch.cat([dev_photo(name, size) for name in TRAIN_SAMPLES])
     folder = Path(spec)
     if folder.is_dir():
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
