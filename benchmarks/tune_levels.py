@@ -36,6 +36,17 @@ def held_probability(method, image: torch.Tensor, target: int, draws: int = 64, 
     return float(p.mean())
 
 
+def held_threshold(method, image: torch.Tensor, target: int) -> float:
+    """The probability the method promised to keep: ``keep_prob`` (times the clean probability with
+    ``constraint="relative"``); 0.5 with a fixed beta."""
+    if method.keep_prob is None:
+        return 0.5
+    if getattr(method, "constraint", "absolute") != "relative":
+        return float(method.keep_prob)
+    with torch.no_grad():
+        return float(method.keep_prob) * float(torch.softmax(method.model(image), 1)[0, target])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="synthetic-robust")
@@ -69,7 +80,7 @@ def main() -> None:
         pen = method.last_history.get("penalty", [])
         k = max(1, len(pen) // 10)
         conv = (pen[-k - 1] - pen[-1]) / abs(pen[-k - 1]) if len(pen) > k and pen[-k - 1] else float("nan")
-        kp = method.keep_prob if method.keep_prob is not None else 0.5
+        kp = held_threshold(method, x, target)
         p = held_probability(method, x, target)
         rows.append(dict(ehr=float(ehr(a, mask)[0]) if float(heat.max()) > 0 else float("nan"),
                          pointing=float(pointing_game(a, mask)[0]),

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ig200_seconds  # noqa: E402
-from tune_levels import held_probability, report  # noqa: E402
+from tune_levels import held_probability, held_threshold, report  # noqa: E402
 
 import fisherattr  # noqa: E402
 from fisherattr.commands.explain import parse_options  # noqa: E402
@@ -49,10 +49,11 @@ def main() -> None:
         sec = time.perf_counter() - t0
         ref = float("nan") if args.no_ig else ig200_seconds(model, x, target)
         d = float(insertion_deletion(model, x, a, target=target).difauc[0])
-        row = dict(photo=name, difauc=d, sec=sec, ratio=sec / ref, p=held_probability(method, x, target))
+        p, need = held_probability(method, x, target), held_threshold(method, x, target)
+        row = dict(photo=name, difauc=d, sec=sec, ratio=sec / ref, p=p, promised=need, held=float(p >= need - 0.05))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("difauc", "sec", "ratio", "p")}
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("difauc", "sec", "ratio", "p", "held")}
     mean.update(method=args.method, options=opts, photos=args.photos)
     report(mean, args.json)
 

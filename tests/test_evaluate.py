@@ -375,3 +375,18 @@ def test_report_summarises_an_unfinished_run_over_its_finished_images(tmp_path, 
     assert "0.500" in out and "partial" not in err
     assert main(["report", str(tmp_path / "empty"), "--columns", "mnim"]) != 0
     assert "no results.json and no records" in capsys.readouterr().err
+
+
+def test_shares_split_every_method_evenly():
+    """With 4 methods on 2 shares each share computes every method on half the images
+    (dealing in reading order gave one share all of methods 1 and 3)."""
+    from collections import Counter
+
+    from fisherattr.bench.runner import share_of
+
+    for methods, shares in ((4, 2), (3, 2), (2, 4), (4, 4), (1, 3)):
+        items = 4 * shares
+        per = Counter((share_of(i, m, shares), m) for i in range(items) for m in range(methods))
+        assert set(per.values()) == {items // shares}, (methods, shares, per)
+        # one image's methods spread over min(methods, shares) different shares
+        assert all(len({share_of(i, m, shares) for m in range(methods)}) == min(methods, shares) for i in range(items))

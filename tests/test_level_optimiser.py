@@ -90,8 +90,12 @@ def test_float_options_reject_nan_and_inf(patch_model, name, opt):
 @pytest.mark.parametrize("name", ["fda", "diffib"])
 def test_constrained_optimiser_keeps_the_patch_clean_and_holds_the_prediction(patch_model, patch_images, name):
     kw = dict(denoiser="gaussian") if name == "diffib" else {}
-    method = fisherattr.get_method(name, patch_model, steps=100, **kw)  # the default preset
-    assert method.keep_prob == 0.8 and method.penalty == "level" and method.adapter == "direct"
+    default = fisherattr.get_method(name, patch_model, **kw)
+    assert default.keep_prob == 0.6 and default.constraint == "relative"
+    assert default.penalty == "level" and default.adapter == "direct"
+    # keep_prob 0.8 (the toy's design): at the default 0.6, FDA's image 0 held 0.5433 against a
+    # floor of 0.6 * 0.9893 - 0.05 = 0.5436 (the 16-draw re-check's own noise; docs/fda.md)
+    method = fisherattr.get_method(name, patch_model, steps=100, keep_prob=0.8, **kw)
     a = method.attribute(patch_images)
     noise = _noise_amount(name, method.last_levels).mean(1)
     mask = patch_mask().flatten().numpy()
@@ -101,10 +105,14 @@ def test_constrained_optimiser_keeps_the_patch_clean_and_holds_the_prediction(pa
         heat = a[i].sum(0)
         assert float(heat[patch_mask()].mean()) > 3 * float(heat[~patch_mask()].mean())
     p = _held_probability(method, patch_model, patch_images)
-    assert (p >= 0.8 - 0.05).all(), p
+    with torch.no_grad():
+        clean = torch.softmax(patch_model(patch_images), 1)[:, 0]
+    assert (p >= 0.8 * clean - 0.05).all(), (p, clean)
+
     assert all(method.last_history["feasible"])
-    # the constraint binds: the prediction is not kept with a wide margin (the noise went as far as allowed)
-    assert (p < 0.99).all(), p
+    # the noise costs probability (not the trivial answer: no noise); the outside of the patch may
+    # already be at full noise before the bound is reached (DiffIB image 1 keeps 0.87 of 0.99)
+    assert (p < clean - 0.05).all(), (p, clean)
 
 
 @pytest.mark.parametrize("name", ["fda", "diffib"])
@@ -225,7 +233,7 @@ def test_amortised_training_with_per_image_multipliers(patch_model, patch_images
     assert float(heat[:, patch_mask()].mean()) > 3 * float(heat[:, ~patch_mask()].mean())
     import json
     cfg = json.loads((folder / "adapter.json").read_text())
-    assert cfg["smooth_sigma"] == 1.0 and cfg["keep_prob"] == 0.8 and cfg["penalty"] == "level"
+    assert cfg["smooth_sigma"] == 1.0 and cfg["keep_prob"] == 0.8 and cfg["constraint"] == "relative" and cfg["penalty"] == "level"
 
 
 def test_cli_options_reach_the_constrained_optimiser():
@@ -236,3 +244,99 @@ def test_cli_options_reach_the_constrained_optimiser():
     assert opts == {"fda": {"keep_prob": None, "preset": "paper", "smooth_sigma": 2.0}, "diffib": {"keep_prob": 0.9}}
     with pytest.raises(UsageError):
         parse_options(["fda.keep_prob=nan"], ["fda"])
+
+
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_memory_format_changes_the_layout_not_the_map(name):
+    """channels-last inputs reach the classifier when asked (auto: only at >= 128 px on the CPU);
+    the map is the same as with contiguous inputs up to float rounding."""
+    from fisherattr.data import synthetic
+    from fisherattr.methods.level_optimiser import use_channels_last
+
+    model = fisherattr.load_classifier("synthetic-robust")
+    x = synthetic.load_samples(1, size=64, split="val")[0].image.contiguous()
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    seen = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                    and not args[0].is_contiguous()))
+    try:
+        maps = {}
+        for fmt in ("contiguous", "channels_last", "auto"):
+            seen.clear()
+            maps[fmt] = fisherattr.get_method(name, model, steps=8, memory_format=fmt, **kw).attribute(x, target=0)
+            assert any(seen) == (fmt == "channels_last"), fmt  # auto: 64 px stays contiguous
+    finally:
+        hook.remove()
+    torch.testing.assert_close(maps["channels_last"], maps["contiguous"], rtol=1e-3, atol=1e-4)
+    assert torch.equal(maps["auto"], maps["contiguous"])
+    assert use_channels_last("auto", torch.zeros(1, 3, 224, 224))
+    assert not use_channels_last("contiguous", torch.zeros(1, 3, 224, 224))
+    with pytest.raises(UsageError, match="memory_format"):
+        fisherattr.get_method(name, model, memory_format="nhwc", **kw)
+
+
+def test_relative_constraint_offsets_the_threshold_by_the_clean_cross_entropy():
+    clean = torch.tensor([0.0, -math.log(0.5)])  # clean probabilities 1.0 and 0.5
+    d = DualAscent(torch.ones(2), keep_prob=0.8, lr=0.2, smoothing=0.0, offset=clean)
+    torch.testing.assert_close(d.threshold, torch.tensor([-math.log(0.8), -math.log(0.4)]))
+    ce = torch.tensor([-math.log(0.45), -math.log(0.45)])  # p 0.45: violates 0.8 * 1.0, holds 0.8 * 0.5
+    assert d.holds(ce).tolist() == [False, True]
+    d.update(ce)
+    assert float(d.beta[0]) < 1.0 < float(d.beta[1])
+
+
+def test_relative_constraint_is_reachable_where_an_absolute_one_is_not(patch_model):
+    """A clean prediction of p 0.6: keeping p >= 0.8 is impossible, keeping 0.8 x 0.6 is not."""
+    x = torch.full((1, 3, 16, 16), 0.5)
+    x[:, :, 4:8, 4:8] = 0.72  # PatchModel: logit gap 2 * 10 * (0.72 - 0.7) = 0.4, p = 0.60
+    x = (x + 0.02 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    p_clean = float(torch.softmax(patch_model(x), 1)[0, 0])
+    assert 0.55 < p_clean < 0.7
+    absolute = fisherattr.get_method("fda", patch_model, steps=100, keep_prob=0.8, constraint="absolute")
+    absolute.attribute(x, target=0)
+    assert absolute.last_history["feasible"] == [False]
+    relative = fisherattr.get_method("fda", patch_model, steps=100, keep_prob=0.8)
+    assert relative.constraint == "relative"  # the default
+    relative.attribute(x, target=0)
+    assert relative.last_history["feasible"] == [True] and relative.last_history["verified"] == [True]
+    p = float(_held_probability(relative, patch_model, x)[0])
+    assert 0.8 * p_clean - 0.05 <= p < 0.95 * p_clean, (p, p_clean)  # held, and the noise went as far as allowed
+    auc = roc_auc(-relative.last_levels[0].mean(0).flatten().numpy(), patch_mask().flatten().numpy())
+    assert auc >= 0.95, auc
+    with pytest.raises(UsageError, match="constraint"):
+        fisherattr.get_method("fda", patch_model, constraint="loose")
+
+
+def test_an_unverified_candidate_backtracks_towards_the_start_until_it_keeps_the_promise(patch_model, patch_images):
+    """No candidate holds under fresh draws (full noise everywhere): the returned levels are the
+    candidate moved towards the starting levels, and they pass the check."""
+    from fisherattr.methods.level_optimiser import BACKTRACK, FeasibleIterates, choose_verified
+
+    fda = fisherattr.get_method("fda", patch_model)
+    strategy = fda.make_strategy(patch_images)
+    full = strategy.levels(torch.full_like(patch_images, 8.0))  # t ~ 1: the patch is lost
+    cands = FeasibleIterates(k=2)
+    cands.offer(full, torch.tensor([True, True]), torch.zeros(2))
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    target = torch.zeros(2, dtype=torch.long)
+    thr = -math.log(0.8)
+    x_diff = patch_images * 2 - 1
+    chosen, passed = choose_verified(patch_model, strategy, x_diff, target, cands, thr, 16, gens, 16)
+    assert passed == [False, False] and all(torch.equal(c, full[0]) for c in chosen)  # no backtracking asked
+    chosen, passed = choose_verified(patch_model, strategy, x_diff, target, cands, thr, 16, gens, 16,
+                                     backtrack_threshold=thr)
+    assert passed == [True, True]
+
+    start = strategy.levels(torch.full_like(full[0], strategy.init_value))
+    for c in chosen:
+        s = float((c - start).mean() / (full[0] - start).mean())  # how far towards the candidate
+        assert any(abs(s - v) < 1e-4 for v in BACKTRACK), s  # not the candidate itself (s = 1)
+    assert float(_held_probability_levels(strategy, patch_model, patch_images, torch.stack(chosen)).min()) > 0.75
+
+
+def _held_probability_levels(strategy, model, x, levels, draws: int = 64) -> torch.Tensor:
+    eps = torch.randn((draws, *x.shape[1:]), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return torch.stack([torch.softmax(model(((strategy.perturb(x[i:i + 1] * 2 - 1, levels[i:i + 1], eps) + 1) / 2)
+                                                .clamp(0, 1)), 1)[:, 0].mean() for i in range(x.shape[0])])

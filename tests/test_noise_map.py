@@ -185,3 +185,26 @@ def test_folder_loader_skips_sidecar_masks(tmp_path) -> None:
     photos = load_training_photos(str(tmp_path))
     assert len(photos) == 2
     assert all(p.shape[0] == 3 for p in photos)
+
+
+def test_large_images_run_channels_last_with_the_same_values():
+    """At >= 128 px on the CPU the network runs channels-last (fisherattr.layout); the values
+    equal a contiguous run up to float rounding."""
+    from fisherattr.scores.noise_map import DenoiserConfig, NoiseMapDenoiser
+
+    torch.manual_seed(0)
+    den = NoiseMapDenoiser(DenoiserConfig(width=8)).eval()
+    torch.nn.init.normal_(den.net.out.weight, std=0.1)  # zero-initialised: the net would add nothing
+    z, lam = torch.randn(1, 3, 128, 128), torch.rand(1, 3, 128, 128) * 4 - 2
+    layouts = []
+    hook = den.net.inp.register_forward_pre_hook(
+        lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last) and not a[0].is_contiguous()))
+    with torch.no_grad():
+        fast = den.predict_eps(z, lam)
+        c_skip, c_out, c_in = den.coefficients(lam)
+        lo, hi = den.log_snr_range
+        lev = (lam.clamp(lo, hi) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))
+        plain = c_skip * z + c_out * den.net(c_in * z, lev)
+    hook.remove()
+    assert layouts == [True, False] and fast.is_contiguous()
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

@@ -144,6 +144,22 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"
 
 
+def share_of(item: int, method: int, shares: int) -> int:
+    """The share (0-based, of ``shares``) that computes pair (item, method).
+
+    Method ``m`` of item ``i`` goes to share ``(i + m) % shares``: one image's methods
+    spread over different shares, and each method visits every share in turn, so a slow
+    method (FDA next to Grad-CAM) is split evenly whatever the number of methods. (Dealing
+    pairs in reading order, ``(i * M + m) % N``, sent every FDA item to one of two workers
+    when M = 4: 73 s against 13 s of work on ``synthetic:16``.)
+
+    Example:
+        >>> [share_of(i, 3, 2) for i in range(4)]
+        [1, 0, 1, 0]
+    """
+    return (int(item) + int(method)) % int(shares)
+
+
 class Evaluation:
     """One evaluation run over ``config``; :meth:`run` returns the number of failures."""
 
@@ -275,12 +291,12 @@ class Evaluation:
     def mine(self, item: int, method: int) -> bool:
         """Whether pair (item, method) belongs to this process's share (items: images, then mosaics).
 
-        Pairs are dealt out in turn, so that a few slow images still spread over every worker.
+        See :func:`share_of`.
         """
         if self.cfg.shard is None:
             return True
         k, n = self.cfg.shard
-        return (item * len(self.methods) + method) % n == k
+        return share_of(item, method, n) == k
 
     def run(self) -> int:
         """Compute everything missing, then write results and figures (a shard only computes)."""

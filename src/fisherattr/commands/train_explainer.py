@@ -146,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
     images = load_training_images(args.data, size)
     print(f"train-explainer: {args.method} on {images.shape[0]} images from {args.data!r} at {size}x{size}; "
           f"{args.steps} steps of {args.batch}")
+    # an explicit -o METHOD.keep_prob=P is the training constraint too; else TRAIN_KEEP_PROB (0.8)
+    train_keep = opts.get("keep_prob") if opts.get("keep_prob") is not None else None
     out, hist = method.train_explainer(images, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                                       noise_draws=args.noise_draws, progress=not getattr(args, "quiet", False))
+                                       noise_draws=args.noise_draws, progress=not getattr(args, "quiet", False),
+                                       keep_prob=train_keep)
     k = max(1, len(hist["ce"]) // 10)
     print(f"final cross-entropy {sum(hist['ce'][-k:]) / k:.3f}, information penalty "
           f"{sum(hist['penalty'][-k:]) / k:.3f} (means of the last {k} steps)")

@@ -167,7 +167,9 @@ class DiffIB(LevelMethod):
             denoiser's training range).
         info_draws: noise draws per node for the final eps-MMSE.
         beta: weight of ``mean(alpha)`` (default 0.05; see docs/diffib.md).
-        mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average, keep: see
+        mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average, keep,
+            verify_draws, memory_format, constraint, backtrack: see
+
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -176,7 +178,7 @@ class DiffIB(LevelMethod):
     """
 
     PRESET_VALUES = {
-        "default": dict(beta=0.5, steps=100, lr=0.3, noise_draws=2, keep_prob=0.8, penalty="level",
+        "default": dict(beta=0.5, steps=100, lr=0.3, noise_draws=2, keep_prob=0.6, penalty="level",
                         smooth_sigma=1.0, adapter="direct", keep="feasible"),
         # Algorithm 1: CE + beta * mean(alpha) with a U-Net adapter and one fixed beta
         "paper": dict(beta=0.05, steps=60, lr=0.05, noise_draws=2, keep_prob=None, penalty="level",
@@ -188,12 +190,13 @@ class DiffIB(LevelMethod):
                  integration: Optional[str] = None, nodes: Optional[int] = None,
                  quadrature: str = "log-snr-gauss-legendre", alpha_min: float = -10.0, alpha_max: float = 10.0,
                  steps: int = preset_default(100), lr: float = preset_default(0.3),
-                 noise_draws: int = preset_default(2), keep_prob: Optional[float] = preset_default(0.8),
+                 noise_draws: int = preset_default(2), keep_prob: Optional[float] = preset_default(0.6),
                  dual_lr: float = 0.1, penalty: str = preset_default("level"),
                  smooth_sigma: float = preset_default(1.0), share_channels: bool = False, info_draws: int = 4,
                  adapter: str = preset_default("direct"), adapter_width: int = 16, seed: int = 0,
                  internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
-                 keep: str = preset_default("feasible"), verify_draws: int = 16) -> None:
+                 keep: str = preset_default("feasible"), verify_draws: int = 16,
+                 memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
         if integration is not None and integration not in INTEGRATIONS:
             raise UsageError(f"integration must be 'pixelwise' or 'grid', got {integration!r}")
         if quadrature not in ("log-snr-gauss-legendre", "log-snr"):
@@ -211,7 +214,8 @@ class DiffIB(LevelMethod):
                          noise_draws=noise_draws, keep_prob=keep_prob, dual_lr=dual_lr, penalty=penalty,
                          smooth_sigma=smooth_sigma, share_channels=share_channels, adapter=adapter,
                          adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
-                         progress=progress, average=average, keep=keep, verify_draws=verify_draws)
+                         progress=progress, average=average, keep=keep, verify_draws=verify_draws,
+                         memory_format=memory_format, constraint=constraint, backtrack=backtrack)
         if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
             denoiser = companion(model, "denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()

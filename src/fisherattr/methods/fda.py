@@ -177,7 +177,9 @@ class FDA(LevelMethod):
         curve_draws: noise draws per curve level.
         t_min: smallest truncation time (``t`` is in ``[t_min, 1]``).
         score_resize: grid mode: serve images whose size differs from the score model's by resizing.
-        mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average, keep: see
+        mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average, keep,
+            verify_draws, memory_format, constraint, backtrack: see
+
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -186,7 +188,7 @@ class FDA(LevelMethod):
     """
 
     PRESET_VALUES = {
-        "default": dict(beta=10.0, steps=100, lr=0.3, noise_draws=2, keep_prob=0.8, penalty="level",
+        "default": dict(beta=10.0, steps=100, lr=0.3, noise_draws=2, keep_prob=0.6, penalty="level",
                         smooth_sigma=1.0, adapter="direct", keep="feasible"),
         # paper 001: information penalty, a U-Net adapter, one fixed beta
         "paper": dict(beta=1.0, steps=60, lr=0.05, noise_draws=2, keep_prob=None, penalty="information",
@@ -198,12 +200,13 @@ class FDA(LevelMethod):
                  integration: str = "grid", beta: float = preset_default(10.0), nodes: Optional[int] = None,
                  quadrature: Optional[str] = None, form: str = "i-mmse", steps: int = preset_default(100),
                  lr: float = preset_default(0.3), noise_draws: int = preset_default(2),
-                 keep_prob: Optional[float] = preset_default(0.8), dual_lr: float = 0.1,
+                 keep_prob: Optional[float] = preset_default(0.6), dual_lr: float = 0.1,
                  penalty: str = preset_default("level"), smooth_sigma: float = preset_default(1.0),
                  share_channels: bool = False, curve_draws: int = 4, t_min: float = 1e-3,
                  adapter: str = preset_default("direct"), adapter_width: int = 8, score_resize: bool = False,
                  seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
-                 keep: str = preset_default("feasible"), verify_draws: int = 16) -> None:
+                 keep: str = preset_default("feasible"), verify_draws: int = 16,
+                 memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
         if integration not in ("grid", "pixelwise"):
             raise UsageError(f"integration must be 'grid' or 'pixelwise', got {integration!r}")
         if form not in FORMS:
@@ -230,7 +233,8 @@ class FDA(LevelMethod):
                          noise_draws=noise_draws, keep_prob=keep_prob, dual_lr=dual_lr, penalty=penalty,
                          smooth_sigma=smooth_sigma, share_channels=share_channels, adapter=adapter,
                          adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
-                         progress=progress, average=average, keep=keep, verify_draws=verify_draws)
+                         progress=progress, average=average, keep=keep, verify_draws=verify_draws,
+                         memory_format=memory_format, constraint=constraint, backtrack=backtrack)
         self.score_model_spec = score_model if isinstance(score_model, (str, type(None))) else type(score_model).__name__
         for p in self._score_model.parameters():
             p.requires_grad_(False)

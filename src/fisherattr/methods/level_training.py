@@ -20,7 +20,8 @@ import torch.nn as nn
 from ..errors import UsageError
 from ..progress import progress_iter
 from .level_adapters import AdapterUNet, param_groups, smooth_raw
-from .level_optimiser import DualAscent, check_keep_prob, frozen, loss_backward, restore
+from .level_optimiser import (DualAscent, check_keep_prob, constraint_offset, frozen, loss_backward, restore,
+                              use_channels_last)
 from .level_strategy import LevelStrategy, collate_states, select_state
 
 #: a shared adapter that over-noises every image at once has little gradient left to recover
@@ -37,7 +38,8 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
                   dual_lr: float = 0.1, penalty: str = "information", smooth_sigma: float = 0.0,
                   share_channels: bool = False, noise_draws: int = 1, width: int = 8, seed: int = 0,
                   internal_batch_size: int = 16, progress: bool = True,
-                  cache_state: bool = True) -> Tuple[AdapterUNet, Dict[str, List[float]]]:
+                  cache_state: bool = True, memory_format: str = "auto",
+                  constraint: str = "relative") -> Tuple[AdapterUNet, Dict[str, List[float]]]:
     """Train one shared adapter over ``images`` (``[N,C,H,W]`` in [0,1]) with the per-image loss.
 
     Targets are the model's top-1 classes on the clean images. The strategy's
@@ -46,10 +48,13 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     None = one fixed ``beta``. ``smooth_sigma`` is stored in the adapter's config and
     applied at explanation time too. Returns the adapter (``copies=1``) and the
     loss history (``ce``, ``penalty``, ``beta`` per step; ``beta_final`` per image).
+    ``memory_format``: the classifier's input layout (:func:`.level_optimiser.use_channels_last`);
+    ``constraint``: ``"relative"`` or ``"absolute"`` (:func:`.level_optimiser.constraint_offset`).
     """
     if images.dim() != 4 or images.shape[0] < 1:
         raise UsageError("train_adapter: images must be a non-empty [N,C,H,W] tensor")
     check_keep_prob(keep_prob)
+    cl = use_channels_last(memory_format, images)
     device = images.device
     n = images.shape[0]
     gen = torch.Generator(device=device).manual_seed(int(seed))
@@ -63,8 +68,9 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     net = AdapterUNet(c, 1 if share_channels else c, width, 1, strategy.init_value, seed).to(device)
     net.config["smooth_sigma"] = float(smooth_sigma)
     opt = torch.optim.Adam(param_groups(net, lr), lr=lr)
+    offset = None if keep_prob is None else constraint_offset(model, images, targets, constraint, internal_batch_size)
     dual = None if keep_prob is None else DualAscent(torch.full((n,), float(beta) * START_SCALE, device=device), keep_prob,
-                                                     dual_lr, smoothing=0.0, max_down=MAX_DOWN)
+                                                     dual_lr, smoothing=0.0, max_down=MAX_DOWN, offset=offset)
     history: Dict[str, List[float]] = {"ce": [], "penalty": [], "beta": []}
     flags = frozen(model)
     try:
@@ -78,9 +84,10 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
             raw = smooth_raw(net(x), smooth_sigma).expand_as(x)
             weight = float(beta) if dual is None else dual.beta[idx]
             ce, pen = loss_backward(model, strategy, raw, x * 2 - 1, targets[idx], st, weight, noise_draws,
-                                    gens, internal_batch_size, penalty)
+                                    gens, internal_batch_size, penalty, cl)
             if dual is not None:  # only the drawn images' multipliers move
-                sub = DualAscent(dual.beta[idx], keep_prob, dual_lr, smoothing=0.0, max_down=MAX_DOWN)
+                sub = DualAscent(dual.beta[idx], keep_prob, dual_lr, smoothing=0.0, max_down=MAX_DOWN,
+                                 offset=None if offset is None else offset[idx])
                 sub.update(ce)
                 dual.log_beta[idx] = sub.log_beta
             opt.step()

@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from ..layout import channels_last_if_large
 from .base import ScoreModel
 
 #: The log-SNR range the training levels cover (and the model is valid on).
@@ -175,7 +176,9 @@ class NoiseMapDenoiser(ScoreModel):
         c_skip, c_out, c_in = self.coefficients(lam)
         lo, hi = self.log_snr_range
         lev = (lam.clamp(lo, hi) - 0.5 * (lo + hi)) / (0.5 * (hi - lo))  # in [-1, 1]
-        return c_skip * z + c_out * self.net(c_in * z, lev)
+        # same values; channels-last is about 1.5x faster for large images on the CPU (fisherattr.layout)
+        eps_net = self.net(channels_last_if_large(c_in * z), channels_last_if_large(lev)).contiguous()
+        return c_skip * z + c_out * eps_net
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: Union[str, os.PathLike]) -> Path:
