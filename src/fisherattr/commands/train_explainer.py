@@ -122,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import get_method, load_classifier
     from ..errors import UsageError
-    from ..methods.level_explainer import LevelMethod
+    import math
+
+    from ..methods.level_explainer import TRAIN_KEEP_PROB, LevelMethod
+
 
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
@@ -152,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
                                        noise_draws=args.noise_draws, progress=not getattr(args, "quiet", False),
                                        keep_prob=train_keep)
     k = max(1, len(hist["ce"]) // 10)
-    print(f"final cross-entropy {sum(hist['ce'][-k:]) / k:.3f}, information penalty "
+    held = "" if method.keep_prob is None else \
+        f" (the constraint asks for at most {-math.log(float(train_keep or TRAIN_KEEP_PROB)):.3f} above the clean one)"
+    print(f"final cross-entropy {sum(hist['ce'][-k:]) / k:.3f}{held}, {method.penalty} penalty "
           f"{sum(hist['penalty'][-k:]) / k:.3f} (means of the last {k} steps)")
+
     print(f"saved {out}/adapter.safetensors and {out}/adapter.json")
     return 0
