@@ -229,13 +229,15 @@ def test_lite0_smoke(lite0, chelsea, name):
 
 
 def test_official_rules_options(tiny_model):
-    """eta's L1 is weighted by 1/std (normalised space) by default; 'pixel' measures it in [0,1] units."""
+    """The walk runs on the network's normalised input (as the official code), so eta's L1 is unweighted
+    there by default; 'pixel' weights the normalised displacements by std ([0,1] units)."""
     from fisherattr.methods.samp import SAMPPlusPlus
 
     model = Classifier(tiny_model.net, mean=(0.5,) * 3, std=(0.2, 0.4, 0.5), classes=tiny_model.classes).eval()
     m = SAMPPlusPlus(model)
     assert m.selection == "official" and m.eta_space == "normalised"
-    torch.testing.assert_close(m.l1_weight(3), torch.tensor([5.0, 2.5, 2.0]))
-    assert SAMPPlusPlus(model, eta_space="pixel").l1_weight(3) is None
+    assert m.input_space()[0] is model.net and m.l1_weight(3) is None
+    torch.testing.assert_close(SAMPPlusPlus(model, eta_space="pixel").l1_weight(3), torch.tensor([0.2, 0.4, 0.5]))
+    assert SAMPPlusPlus(model.net, eta_space="pixel").l1_weight(3) is None      # no normalisation: one space
     with pytest.raises(UsageError, match="selection"):
         SAMPPlusPlus(model, selection="nearest")
