@@ -163,17 +163,20 @@ def test_resume_computes_only_the_items_not_stored(ray_instance, local_run, tmp_
 
     marker, log, out = tmp_path / "marker", tmp_path / "calls.log", tmp_path / "out"
     marker.touch()
-    # a stopped run: one share of three done locally (items 0, 3, 6, 9 of the 10 (image, method) pairs)
+    # a stopped run: one share of three done locally: the pairs (item, method) of the 10 with
+    # (item + method) % 3 == 0 (runner.share_of): image 0 and image 3 by method 0, image 2 by the
+    # test method (method 1)
     assert Evaluation(config(out, log, marker, shard=(0, 3))).run() == 0
-    assert calls(log) == 1 + 4  # the test method on image 1 and on the mosaic's 4 cells
+    assert calls(log) == 1  # the test method on image 2
     done = {(r["image"], r["method"]) for r in ResultStore(out).records() if r["metric"] != "_attribution"}
     ev = Evaluation(config(out, log, marker, executor="ray", workers=2))
     todo, total = pending_items(ev)
-    assert total == 10 and len(todo) == 6 and len(done) == 4
+    assert total == 10 and len(todo) == 7 and len(done) == 3
     assert not {(spec.image, spec.method) for _, spec in todo} & done
     summary = run_ray(ev)
-    assert summary.skipped == 4 and summary.items == 6
-    assert calls(log) == 8  # only the 3 missing attributions by the test method were computed
+    assert summary.skipped == 3 and summary.items == 7
+    assert calls(log) == 8  # only the missing attributions by the test method: images 0, 1, 3 and the mosaic's 4 cells
+
     assert ev.run() == 0
     keys = [(r["image"], r["method"], r["metric"]) for r in ResultStore(out).records()]
     assert len(keys) == len(set(keys)) == 2 * (4 * 3 + 4 + 1)
