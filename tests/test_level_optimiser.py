@@ -251,7 +251,7 @@ def test_memory_format_changes_the_layout_not_the_map(name):
     """channels-last inputs reach the classifier when asked (auto: only at >= 128 px on the CPU);
     the map is the same as with contiguous inputs up to float rounding."""
     from fisherattr.data import synthetic
-    from fisherattr.methods.level_optimiser import use_channels_last
+    from fisherattr.layout import use_channels_last
 
     model = fisherattr.load_classifier("synthetic-robust")
     x = synthetic.load_samples(1, size=64, split="val")[0].image.contiguous()

@@ -30,11 +30,16 @@ def use_channels_last(memory_format: str, images: torch.Tensor) -> bool:
     (slower or equal, hence the size rule). Other devices keep their layout under ``"auto"``
     (not measured).
     """
-    if memory_format not in MEMORY_FORMATS:
-        raise UsageError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+    check_memory_format(memory_format)
     if memory_format != "auto":
         return memory_format == "channels_last"
     return images.device.type == "cpu" and images.dim() == 4 and min(images.shape[-2:]) >= CHANNELS_LAST_MIN_SIDE
+
+
+def check_memory_format(memory_format: str) -> None:
+    """UsageError unless ``memory_format`` is one of :data:`MEMORY_FORMATS`."""
+    if memory_format not in MEMORY_FORMATS:
+        raise UsageError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
 
 
 def channels_last_if_large(x: torch.Tensor) -> torch.Tensor:
@@ -42,4 +47,6 @@ def channels_last_if_large(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if use_channels_last("auto", x) else x
 
 
-__all__ = ["CHANNELS_LAST_MIN_SIDE", "MEMORY_FORMATS", "channels_last_if_large", "use_channels_last"]
+__all__ = ["CHANNELS_LAST_MIN_SIDE", "MEMORY_FORMATS", "channels_last_if_large", "check_memory_format",
+           "use_channels_last"]
+

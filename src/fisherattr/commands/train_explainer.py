@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"train-explainer: {args.method} on {images.shape[0]} images from {args.data!r} at {size}x{size}; "
           f"{args.steps} steps of {args.batch}")
     # an explicit -o METHOD.keep_prob=P is the training constraint too; else TRAIN_KEEP_PROB (0.8)
-    train_keep = opts.get("keep_prob") if opts.get("keep_prob") is not None else None
+    train_keep = opts.get("keep_prob")
+
     out, hist = method.train_explainer(images, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                        noise_draws=args.noise_draws, progress=not getattr(args, "quiet", False),
                                        keep_prob=train_keep)

@@ -33,8 +33,9 @@ import torch.nn as nn
 from ..errors import UsageError
 from .base import AttributionMethod
 from .level_adapters import ADAPTERS, AdapterUNet, DirectLevels, load_adapter, make_adapter, save_adapter, smooth_raw
-from .level_optimiser import (CONSTRAINTS, FEASIBLE_CE, MEMORY_FORMATS, DualAscent, check_keep, check_keep_prob, optimise_levels,
-                              use_channels_last)
+from ..layout import check_memory_format
+from .level_optimiser import (FEASIBLE_CE, DualAscent, check_constraint, check_keep, check_keep_prob,
+                              optimise_levels)
 from .level_strategy import PENALTIES, LevelStrategy, State, collate_states, select_state
 from .level_training import explain_with_adapter, train_adapter
 
@@ -183,12 +184,11 @@ class LevelMethod(AttributionMethod):
         if isinstance(verify_draws, bool) or int(verify_draws) < 0:
             raise UsageError(f"verify_draws must be an int >= 0, got {verify_draws!r}")
         self.verify_draws = int(verify_draws)
-        if memory_format not in MEMORY_FORMATS:
-            raise UsageError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
+        check_memory_format(memory_format)
         self.memory_format = str(memory_format)
-        if constraint not in CONSTRAINTS:
-            raise UsageError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+        check_constraint(constraint)
         self.constraint = str(constraint)
+
         self.backtrack = bool(backtrack)
         self.mode, self.steps, self.noise_draws = mode, int(steps), int(opts["noise_draws"])
         self.keep_prob = None if opts["keep_prob"] is None else float(opts["keep_prob"])

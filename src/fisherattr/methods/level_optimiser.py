@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
-from ..layout import CHANNELS_LAST_MIN_SIDE, MEMORY_FORMATS, use_channels_last
+from ..layout import use_channels_last
 from ..sde.information import draw_noise
 from .level_adapters import make_adapter, param_groups, smooth_raw
 from .level_strategy import PENALTIES, LevelStrategy, State
@@ -112,6 +112,12 @@ class DualAscent:
 CONSTRAINTS = ("relative", "absolute")
 
 
+def check_constraint(constraint: str) -> None:
+    """UsageError unless ``constraint`` is one of :data:`CONSTRAINTS`."""
+    if constraint not in CONSTRAINTS:
+        raise UsageError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+
+
 def constraint_offset(model: nn.Module, images: torch.Tensor, target: torch.Tensor, constraint: str,
                       chunk: int = 16) -> Optional[torch.Tensor]:
     """The per-image threshold offset of ``constraint``: ``"relative"`` (``p >= keep_prob * p_clean``,
@@ -121,8 +127,7 @@ def constraint_offset(model: nn.Module, images: torch.Tensor, target: torch.Tens
     4 of the six sample photos p 0.29-0.39), so an absolute ``keep_prob`` of 0.8 cannot be met even
     without noise; the relative form asks the same of every image.
     """
-    if constraint not in CONSTRAINTS:
-        raise UsageError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+    check_constraint(constraint)
     if constraint == "absolute":
         return None
     with torch.no_grad():
@@ -166,7 +171,7 @@ def perturbed_cross_entropy(model: nn.Module, strategy: LevelStrategy, x_diff: t
     When ``levels`` requires grad, the gradient of the sum over images is back-propagated
     chunk by chunk (``chunk`` classifier rows per call), so memory stays bounded.
     ``channels_last`` hands the classifier its input in that memory layout (same values;
-    see :func:`use_channels_last`)."""
+    see :func:`fisherattr.layout.use_channels_last`)."""
     eps = draw_noise(generators, x_diff, noise_draws)
     b, m = x_diff.shape[0], noise_draws
     ce_all = torch.zeros(b, device=x_diff.device)
@@ -247,7 +252,7 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
             :data:`BACKTRACK_GIVE` gets its best candidate moved towards less noise until it holds
             (:func:`choose_verified`).
         memory_format: the classifier's input layout, ``"auto"``, ``"channels_last"`` or
-            ``"contiguous"`` (:func:`use_channels_last`); the values are the same either way.
+            ``"contiguous"`` (:func:`fisherattr.layout.use_channels_last`); the values are the same either way.
 
     The history holds per step the mean cross-entropy, penalty and multiplier
     (``ce``, ``penalty``, ``beta``) and per image the final multiplier
@@ -257,8 +262,7 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
         raise UsageError(f"average must be in [0, 1], got {average}")
     check_keep(keep, average)
     check_keep_prob(keep_prob)
-    if constraint not in CONSTRAINTS:
-        raise UsageError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+    check_constraint(constraint)
     if penalty not in PENALTIES:
         raise UsageError(f"penalty must be one of {', '.join(PENALTIES)}, got {penalty!r}")
     cl = use_channels_last(memory_format, images)
@@ -389,6 +393,7 @@ def choose_verified(model: nn.Module, strategy: LevelStrategy, x_diff: torch.Ten
     chosen: List[Optional[torch.Tensor]] = [None] * b_all
     passed = [False] * b_all
     fallback: List[Tuple[float, Optional[torch.Tensor]]] = [(math.inf, None)] * b_all
+    limit = torch.as_tensor(threshold).expand(b_all)
     items = candidates.items or [[] for _ in range(b_all)]
     for rank in range(candidates.k):
         todo = [b for b in range(b_all) if not passed[b] and len(items[b]) > rank]
@@ -400,20 +405,19 @@ def choose_verified(model: nn.Module, strategy: LevelStrategy, x_diff: torch.Ten
                                          [generators[b] for b in todo], chunk, channels_last)
         for j, b in enumerate(todo):
             c = float(ce[j])
-            if c < float(torch.as_tensor(threshold).expand(b_all)[b]):
+            if c < float(limit[b]):
                 chosen[b], passed[b] = lv[j], True
             elif c < fallback[b][0]:
                 fallback[b] = (c, lv[j])
     loose = torch.as_tensor(math.inf if backtrack_threshold is None else backtrack_threshold).expand(b_all)
     todo = [b for b in range(b_all) if not passed[b] and fallback[b][1] is not None and fallback[b][0] >= float(loose[b])]
     if todo:
-        worst = torch.stack([fallback[b][1] for b in todo])
-        start = strategy.levels(torch.full_like(worst, float(strategy.init_value)))
+        start = strategy.levels(torch.full_like(fallback[todo[0]][1], float(strategy.init_value)))
         for s in BACKTRACK:
             todo = [b for b in todo if not passed[b]]
             if not todo:
                 break
-            lv = torch.stack([start[0] + s * (fallback[b][1] - start[0]) for b in todo])
+            lv = torch.stack([start + s * (fallback[b][1] - start) for b in todo])
             with torch.no_grad():
                 ce = perturbed_cross_entropy(model, strategy, x_diff[todo], lv, target[todo], draws,
                                              [generators[b] for b in todo], chunk, channels_last)
@@ -426,6 +430,7 @@ def choose_verified(model: nn.Module, strategy: LevelStrategy, x_diff: torch.Ten
     return chosen, passed
 
 
-__all__ = ["BACKTRACK", "BACKTRACK_GIVE", "CHANNELS_LAST_MIN_SIDE", "CONSTRAINTS", "DualAscent", "FEASIBLE_CE", "FeasibleIterates", "KEEPS", "MEMORY_FORMATS",
-           "check_keep", "check_keep_prob", "choose_verified", "constraint_offset", "loss_backward", "optimise_levels",
-           "perturbed_cross_entropy", "to_pixels", "use_channels_last"]
+__all__ = ["BACKTRACK", "BACKTRACK_GIVE", "CONSTRAINTS", "DualAscent", "FEASIBLE_CE", "FeasibleIterates", "KEEPS",
+           "check_constraint", "check_keep", "check_keep_prob", "choose_verified", "constraint_offset",
+           "loss_backward", "optimise_levels", "perturbed_cross_entropy", "to_pixels"]
+

@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import UsageError
+from ..layout import use_channels_last
 from ..progress import progress_iter
 from .level_adapters import AdapterUNet, param_groups, smooth_raw
-from .level_optimiser import (DualAscent, check_keep_prob, constraint_offset, frozen, loss_backward, restore,
-                              use_channels_last)
+from .level_optimiser import DualAscent, check_keep_prob, constraint_offset, frozen, loss_backward, restore
 from .level_strategy import LevelStrategy, collate_states, select_state
 
 #: a shared adapter that over-noises every image at once has little gradient left to recover
@@ -48,7 +48,8 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     None = one fixed ``beta``. ``smooth_sigma`` is stored in the adapter's config and
     applied at explanation time too. Returns the adapter (``copies=1``) and the
     loss history (``ce``, ``penalty``, ``beta`` per step; ``beta_final`` per image).
-    ``memory_format``: the classifier's input layout (:func:`.level_optimiser.use_channels_last`);
+    ``memory_format``: the classifier's input layout (:func:`fisherattr.layout.use_channels_last`);
+
     ``constraint``: ``"relative"`` or ``"absolute"`` (:func:`.level_optimiser.constraint_offset`).
     """
     if images.dim() != 4 or images.shape[0] < 1:
