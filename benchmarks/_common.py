@@ -1,10 +1,15 @@
 """Shared benchmark helpers: the reference run every benchmark prints ratios against.
 
-The reference is Captum's Integrated Gradients with 200 steps (black baseline,
-internal batch 16) on the same image, in the same process, after one untimed
-warm-up call. Batch 16 is the faster setting on this CPU: with EfficientNet-Lite0
-at 224 and one thread, internal batch 50 took 37-50 s against 17 s for batch 16
-(2026-11-23), so a batch-50 reference would flatter every ratio by 2-3x.
+The reference is Captum's Integrated Gradients with 200 steps (black baseline)
+on the same image, in the same process, after one untimed warm-up call, with the
+internal batch the library's gradient methods use by default
+(:func:`fisherattr.batching.gradient_batch_size`: 8 at 224 px on a CPU, 16 on a
+GPU). It is the fastest setting measured on this CPU: with EfficientNet-Lite0 at
+224 and one thread, internal batch 50 took 37-50 s against 17 s for batch 16
+(2026-11-23), and forward + input gradient costs 66 ms per image at batch 8
+against 100 ms at 16 (2026-12-01, `bench_batch_size.py`, load 3.8). Until
+2026-12-01 the reference used batch 16; ratios measured before then are against
+that slower reference and flatter the method by up to about 1.3-1.5x.
 """
 from __future__ import annotations
 
@@ -24,8 +29,14 @@ def timed(fn: Callable[[], object]) -> Tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-REFERENCE_BATCH = 16
 _warm: set = set()
+
+
+def reference_batch(x: torch.Tensor) -> int:
+    """The reference's internal batch for images like ``x`` (the library's automatic gradient batch)."""
+    from fisherattr.batching import gradient_batch_size
+
+    return gradient_batch_size(x)
 
 
 def ig200(model: torch.nn.Module, x: torch.Tensor, target: int) -> Tuple[float, torch.Tensor]:
@@ -33,7 +44,8 @@ def ig200(model: torch.nn.Module, x: torch.Tensor, target: int) -> Tuple[float, 
     from captum.attr import IntegratedGradients
 
     run = lambda: IntegratedGradients(model).attribute(  # noqa: E731
-        x, target=target, n_steps=200, internal_batch_size=REFERENCE_BATCH)
+        x, target=target, n_steps=200, internal_batch_size=reference_batch(x))
+
     key = (id(model), tuple(x.shape))
     if key not in _warm:
         run()

@@ -9,14 +9,21 @@ CNN runs at ~3.3 ms per image whatever the batch. So on a CPU the batch holds
 at most :data:`PIXEL_BUDGET` pixels (four 224x224 images); on a GPU, where
 large batches pay, it is the cap.
 
-Gradient passes (forward + backward) are much less sensitive (198-233 ms per
-image for batches of 2-16 in the same test), so gradient methods keep their
-fixed ``internal_batch_size``.
+Gradient passes (forward + backward) care less about speed but hold every
+activation for the backward pass, so their batch sets the peak memory: Captum
+IG-200 on one 224 px photo peaked at 1.88 GB (whole process) with 16 images per
+call, 1.12 GB with 8 and 0.80 GB with 4, at the same speed within noise
+(2026-12-01; `benchmarks/bench_batch_size.py` measures the speed). So gradient
+methods left at ``internal_batch_size=None`` send at most
+:data:`GRADIENT_PIXEL_BUDGET` pixels (eight 224x224 images) per call on a CPU,
+and 16 images elsewhere.
 
 Example:
     >>> import torch
     >>> forward_batch_size(torch.zeros(1, 3, 224, 224)), forward_batch_size(torch.zeros(1, 3, 64, 64))
     (4, 32)
+    >>> gradient_batch_size(torch.zeros(1, 3, 224, 224)), gradient_batch_size(torch.zeros(1, 3, 64, 64))
+    (8, 16)
 """
 from __future__ import annotations
 
@@ -26,6 +33,17 @@ import torch
 
 #: Pixels per forward-only batch on a CPU (four 224x224 images).
 PIXEL_BUDGET = 4 * 224 * 224
+#: Pixels per forward+backward batch on a CPU (eight 224x224 images).
+GRADIENT_PIXEL_BUDGET = 8 * 224 * 224
+#: Images per forward+backward batch on other devices, and the most on a CPU.
+GRADIENT_CAP = 16
+
+
+def _power_of_two_within(pixels: int, budget: int, cap: int) -> int:
+    n = 1
+    while n * 2 <= cap and n * 2 * pixels <= budget:
+        n *= 2
+    return n
 
 
 def forward_batch_size(images: torch.Tensor, cap: int = 64, device: Optional[torch.device] = None) -> int:
@@ -38,11 +56,21 @@ def forward_batch_size(images: torch.Tensor, cap: int = 64, device: Optional[tor
     cap = max(1, int(cap))
     if dev.type != "cpu":
         return cap
-    pixels = int(images.shape[-2]) * int(images.shape[-1])
-    n = 1
-    while n * 2 <= cap and n * 2 * pixels <= PIXEL_BUDGET:
-        n *= 2
-    return n
+    return _power_of_two_within(int(images.shape[-2]) * int(images.shape[-1]), PIXEL_BUDGET, cap)
+
+
+def gradient_batch_size(images: torch.Tensor, cap: int = GRADIENT_CAP, device: Optional[torch.device] = None) -> int:
+    """Images (or path points) per forward+backward call for images shaped like ``images``.
+
+    On CUDA (or any non-CPU device): ``cap``. On a CPU: the largest power of two
+    ``<= cap`` whose batch holds at most :data:`GRADIENT_PIXEL_BUDGET` pixels, at least 1.
+    """
+    dev = torch.device(device) if device is not None else images.device
+    cap = max(1, int(cap))
+    if dev.type != "cpu":
+        return cap
+    return _power_of_two_within(int(images.shape[-2]) * int(images.shape[-1]), GRADIENT_PIXEL_BUDGET, cap)
+
 
 
 def check_batch_size(batch_size: Optional[int], name: str = "batch_size") -> None:

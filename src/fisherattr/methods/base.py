@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from ..batching import check_batch_size, resolve_batch_size
+from ..batching import check_batch_size, gradient_batch_size, resolve_batch_size
 from ..errors import InputError, UsageError
 
 Target = Union[None, int, Sequence[int], torch.Tensor]
@@ -161,14 +161,15 @@ class AttributionMethod(ABC):
     #: True when the method's map is defined per pixel ([B,1,H,W]).
     per_pixel: bool = False
 
-    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: Optional[int] = 16,
+    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_batch_size(internal_batch_size, "internal_batch_size")
         self.model = model
         self.seed = int(seed)
-        # None: forward-only methods choose from the image size and device (fisherattr.batching)
+        # None: automatic, from the image size and device (fisherattr.batching): forward_batch
+        # for forward-only calls, gradient_batch for forward+backward calls
         self.internal_batch_size = None if internal_batch_size is None else int(internal_batch_size)
         self.progress = bool(progress)
 
@@ -215,6 +216,13 @@ class AttributionMethod(ABC):
     def forward_batch(self, images: torch.Tensor) -> int:
         """Images per forward-only model call: ``internal_batch_size``, or automatic when None."""
         return resolve_batch_size(self.internal_batch_size, images, device=self.device)
+
+    def gradient_batch(self, images: torch.Tensor) -> int:
+        """Images (or path points) per forward+backward call: ``internal_batch_size``, or automatic when None."""
+        if self.internal_batch_size is not None:
+            return self.internal_batch_size
+        return gradient_batch_size(images, device=self.device)
+
 
     def generator(self, device: Optional[torch.device] = None, offset: int = 0) -> torch.Generator:
         g = torch.Generator(device=device or self.device)

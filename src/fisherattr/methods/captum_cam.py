@@ -85,7 +85,7 @@ class _CamBase(AttributionMethod):
     """Layer choice shared by Grad-CAM and Guided Grad-CAM."""
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, upsample: str = "bilinear",
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.layer = resolve_layer(model, layer) if layer is not None else None
         if upsample not in UPSAMPLE_MODES:
@@ -135,7 +135,7 @@ class GradCam(_CamBase):
     per_pixel = True
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, relu: bool = True,
-                 upsample: str = "bilinear", seed: int = 0, internal_batch_size: int = 16,
+                 upsample: str = "bilinear", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, layer=layer, upsample=upsample, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
@@ -148,7 +148,7 @@ class GradCam(_CamBase):
         cam = LayerGradCam(self.model, module)
         outs = []
         with quiet_captum():
-            for x, t in image_chunks(images, target, self.internal_batch_size):
+            for x, t in image_chunks(images, target, self.gradient_batch(images)):
                 a = cam.attribute(x, target=t, relu_attributions=self.relu)
                 outs.append(LayerAttribution.interpolate(a.detach(), tuple(x.shape[2:]), self.upsample))
         return torch.cat(outs).float()
@@ -171,7 +171,7 @@ class GuidedGradCam(_CamBase):
     """
 
     def __init__(self, model: nn.Module, *, layer: Optional[str] = None, upsample: str = "bilinear",
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, layer=layer, upsample=upsample, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
         self._patched = PatchedCopy(GuidedReLU6)
@@ -184,6 +184,6 @@ class GuidedGradCam(_CamBase):
         ggc = CaptumGGC(net, net.get_submodule(name))
         outs = []
         with quiet_captum():
-            for x, t in image_chunks(images, target, self.internal_batch_size):
+            for x, t in image_chunks(images, target, self.gradient_batch(images)):
                 outs.append(ggc.attribute(x, target=t, interpolate_mode=self.upsample).detach())
         return torch.cat(outs).float()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -41,8 +41,8 @@ class ChunkedCaptumMethod(AttributionMethod):
         ...         return Saliency(net).attribute(images, target=target, abs=False)
     """
 
-    def _chunk_size(self) -> int:
-        return self.internal_batch_size
+    def _chunk_size(self, images: torch.Tensor) -> int:
+        return self.gradient_batch(images)
 
     def _prepare(self) -> nn.Module:
         """The module Captum runs on (a patched copy for hook-based methods)."""
@@ -50,7 +50,7 @@ class ChunkedCaptumMethod(AttributionMethod):
 
     def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         net = self._prepare()
-        chunks: List[Tuple[torch.Tensor, torch.Tensor]] = list(image_chunks(images, target, self._chunk_size()))
+        chunks: List[Tuple[torch.Tensor, torch.Tensor]] = list(image_chunks(images, target, self._chunk_size(images)))
         show = self.progress and len(chunks) > 1
         outs = []
         with quiet_captum():
@@ -77,7 +77,7 @@ class Saliency(ChunkedCaptumMethod):
         >>> maps = Saliency(model).attribute(images, target=285)  # [B,3,H,W]  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, *, abs: bool = True, seed: int = 0, internal_batch_size: int = 16,
+    def __init__(self, model: nn.Module, *, abs: bool = True, seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.abs = bool(abs)
@@ -122,7 +122,7 @@ class IntegratedGradients(ChunkedCaptumMethod):
     complete = True
 
     def __init__(self, model: nn.Module, *, n_steps: int = 200, method: str = "gausslegendre",
-                 baseline: str = "black", seed: int = 0, internal_batch_size: int = 16,
+                 baseline: str = "black", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.n_steps = positive_int("n_steps", n_steps)
@@ -137,7 +137,7 @@ class IntegratedGradients(ChunkedCaptumMethod):
         ig = CaptumIG(net, multiply_by_inputs=True)
         return ig.attribute(images, baselines=baseline_image(self.model, images, self.baseline), target=target,
                             n_steps=self.n_steps, method=self.method,
-                            internal_batch_size=max(self.internal_batch_size, images.shape[0]))
+                            internal_batch_size=max(self.gradient_batch(images), images.shape[0]))
 
 
 @register("smoothgrad", "smooth-grad")
@@ -159,13 +159,13 @@ class SmoothGrad(ChunkedCaptumMethod):
     """
 
     def __init__(self, model: nn.Module, *, n_samples: int = 50, noise_level: float = 0.15, abs: bool = True,
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.n_samples = positive_int("n_samples", n_samples)
         self.noise_level = positive_float("noise_level", noise_level)
         self.abs = bool(abs)
 
-    def _chunk_size(self) -> int:
+    def _chunk_size(self, images: torch.Tensor) -> int:
         return 1  # one noise stream per image: batch results equal single-image results
 
     def _chunk_on(self, net: nn.Module, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -175,7 +175,7 @@ class SmoothGrad(ChunkedCaptumMethod):
         nt = NoiseTunnel(CaptumSaliency(net))
         with seeded_global_rng(self.seed, images.device):
             return nt.attribute(images, nt_type="smoothgrad", nt_samples=self.n_samples,
-                                nt_samples_batch_size=min(self.n_samples, self.internal_batch_size),
+                                nt_samples_batch_size=min(self.n_samples, self.gradient_batch(images)),
                                 stdevs=self.noise_level, target=target, abs=self.abs)
 
 
@@ -192,7 +192,7 @@ class GuidedBackprop(ChunkedCaptumMethod):
         >>> maps = GuidedBackprop(model).attribute(images)  # [B,3,H,W]  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: int = 16,
+    def __init__(self, model: nn.Module, *, seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self._patched = PatchedCopy(GuidedReLU6)
@@ -228,7 +228,7 @@ class DeepLift(ChunkedCaptumMethod):
     complete = True
 
     def __init__(self, model: nn.Module, *, baseline: str = "black", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
+                 internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.baseline = check_baseline(baseline)
         self._patched = PatchedCopy(RescaleReLU6)
@@ -237,8 +237,9 @@ class DeepLift(ChunkedCaptumMethod):
             warnings.warn(f"deeplift: Captum has no DeepLIFT rule for {', '.join(missing)}; "
                           "those modules pass plain gradients and completeness may not hold", stacklevel=2)
 
-    def _chunk_size(self) -> int:
-        return max(1, self.internal_batch_size // 2)  # Captum runs inputs and baselines in one batch
+    def _chunk_size(self, images: torch.Tensor) -> int:
+        return max(1, self.gradient_batch(images) // 2)  # Captum runs inputs and baselines in one batch
+
 
     def _prepare(self) -> nn.Module:
         return self._patched.get(self.model)

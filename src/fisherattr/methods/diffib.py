@@ -194,7 +194,7 @@ class DiffIB(LevelMethod):
                  dual_lr: float = 0.1, penalty: str = preset_default("level"),
                  smooth_sigma: float = preset_default(1.0), share_channels: bool = False, info_draws: int = 4,
                  adapter: str = preset_default("direct"), adapter_width: int = 16, seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
+                 internal_batch_size: Optional[int] = None, progress: bool = False, average: float = 0.0,
                  keep: str = preset_default("feasible"), verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
         if integration is not None and integration not in INTEGRATIONS:
@@ -238,7 +238,7 @@ class DiffIB(LevelMethod):
     def make_strategy(self, images: torch.Tensor) -> DiffIBStrategy:
         den = self._denoiser.to(images.device)
         strategy = DiffIBStrategy(den, self.integration, self.alpha_min, self.alpha_max, self.nodes,
-                                  self.quadrature, self.info_draws, self.internal_batch_size)
+                                  self.quadrature, self.info_draws, self.gradient_batch(images))
         strategy.check(images)
         return strategy
 

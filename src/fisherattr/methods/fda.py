@@ -204,7 +204,7 @@ class FDA(LevelMethod):
                  penalty: str = preset_default("level"), smooth_sigma: float = preset_default(1.0),
                  share_channels: bool = False, curve_draws: int = 4, t_min: float = 1e-3,
                  adapter: str = preset_default("direct"), adapter_width: int = 8, score_resize: bool = False,
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False, average: float = 0.0,
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False, average: float = 0.0,
                  keep: str = preset_default("feasible"), verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
         if integration not in ("grid", "pixelwise"):
@@ -250,7 +250,7 @@ class FDA(LevelMethod):
     def make_strategy(self, images: torch.Tensor) -> FDAStrategy:
         sm = self._score_model.to(images.device)
         strategy = FDAStrategy(self.schedule, sm, self.integration, self.nodes, self.quadrature, self.form,
-                               self.curve_draws, self.t_min, self.internal_batch_size, self.score_resize)
+                               self.curve_draws, self.t_min, self.gradient_batch(images), self.score_resize)
         strategy.check(images)
         return strategy
 

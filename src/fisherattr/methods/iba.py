@@ -189,7 +189,7 @@ class IBA(_BottleneckBase):
         size = (images.shape[-2], images.shape[-1])
         est = self._estimate_for(size)
         smooth = GaussianSmoothing(self.sigma).to(images.device) if self.sigma > 0 else None
-        per_chunk = max(1, self.internal_batch_size // self.noise_copies)
+        per_chunk = max(1, self.gradient_batch(images) // self.noise_copies)
         out = []
         for i in tqdm(range(0, images.shape[0], per_chunk), desc="iba", disable=not self.progress):
             x, t = images[i:i + per_chunk], target[i:i + per_chunk]

@@ -141,7 +141,7 @@ class LevelMethod(AttributionMethod):
                  explainer: Optional[str] = None, beta: float = 1.0, steps: int = 100, lr: float = 0.3,
                  noise_draws: int = 4, keep_prob: Optional[float] = 0.6, dual_lr: float = 0.1,
                  penalty: str = "level", smooth_sigma: float = 1.0, share_channels: bool = False,
-                 adapter: str = "direct", adapter_width: int = 8, seed: int = 0, internal_batch_size: int = 16,
+                 adapter: str = "direct", adapter_width: int = 8, seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False, average: float = 0.0, keep: str = "feasible", verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
@@ -232,7 +232,7 @@ class LevelMethod(AttributionMethod):
                 self.model, strategy, images, target, generators=gens, adapter=self.adapter, steps=self.steps,
                 lr=self.lr, beta=self.beta, keep_prob=self.keep_prob, dual_lr=self.dual_lr, penalty=self.penalty,
                 smooth_sigma=self.smooth_sigma, share_channels=self.share_channels, noise_draws=self.noise_draws,
-                width=self.adapter_width, seed=self.seed, internal_batch_size=self.internal_batch_size,
+                width=self.adapter_width, seed=self.seed, internal_batch_size=self.gradient_batch(images),
                 progress=self.progress, average=self.average, keep=self.keep, verify_draws=self.verify_draws,
                 memory_format=self.memory_format, constraint=self.constraint, backtrack=self.backtrack)
         self.last_levels = levels
@@ -258,7 +258,7 @@ class LevelMethod(AttributionMethod):
                                   penalty=self.penalty, smooth_sigma=self.smooth_sigma,
                                   share_channels=self.share_channels, noise_draws=noise_draws or self.noise_draws,
                                   width=self.adapter_width, seed=self.seed,
-                                  internal_batch_size=self.internal_batch_size, progress=progress,
+                                  internal_batch_size=self.gradient_batch(images), progress=progress,
                                   memory_format=self.memory_format, constraint=self.constraint)
         meta = {**self.explainer_meta(), "keep_prob": train_keep, "steps": steps, "batch": batch, "lr": lr,
                 "train_images": images.shape[0],

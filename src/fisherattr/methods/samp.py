@@ -229,7 +229,7 @@ class SAMP(AttributionMethod):
                  pixels_per_step: Optional[int] = None, eta: Optional[float] = None, lam: float = 0.0,
                  score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0,
                  selection: str = "official", eta_space: str = "normalised", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
+                 internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         self.selection = check_choice("selection", selection, SELECTIONS)
         self.eta_space = check_choice("eta_space", eta_space, ETA_SPACES)
@@ -307,7 +307,7 @@ class SAMP(AttributionMethod):
 
     def _walk(self, images: torch.Tensor, target: torch.Tensor) -> Dict[str, ManipulationPath]:
         net, to_input, from_input = self.input_space()
-        score = ScoreFunction(net, target, self.score, self.internal_batch_size)
+        score = ScoreFunction(net, target, self.score, self.gradient_batch(images))
         s = self.pixels_per_step or default_pixels_per_step(*images.shape[2:])
         official = self.selection == "official"
         z = to_input(images).contiguous()                   # NCHW, as a data loader delivers it
@@ -368,7 +368,7 @@ class SAMPPlusPlus(SAMP):
                  pixels_per_step: Optional[int] = None, eta: Optional[float] = 1 / 50, lam: float = 0.5,
                  score: str = "logit", blur_size: Optional[int] = None, blur_sigma: float = 5.0,
                  selection: str = "official", eta_space: str = "normalised", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
+                 internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         super().__init__(model, direction=direction, baseline=baseline, pixels_per_step=pixels_per_step, eta=eta,
                          lam=lam, score=score, blur_size=blur_size, blur_sigma=blur_sigma, selection=selection,
                          eta_space=eta_space, seed=seed, internal_batch_size=internal_batch_size,

@@ -1,7 +1,7 @@
 """Registered path methods: IG, Guided IG, Blur IG and their IDGI versions."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,7 @@ class PathAttribution(AttributionMethod):
     """
 
     def __init__(self, model: nn.Module, path: Path, rule: Union[str, Rule] = "riemann", *,
-                 score: str = "logit", seed: int = 0, internal_batch_size: int = 16,
+                 score: str = "logit", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         if not isinstance(path, Path):
@@ -41,11 +41,12 @@ class PathAttribution(AttributionMethod):
         self.rule = self._rule.name
         self.score = check_choice("score", score, SCORES)
 
-    def score_function(self, target: torch.Tensor) -> ScoreFunction:
-        return ScoreFunction(self.model, target, self.score, self.internal_batch_size)
+    def score_function(self, target: torch.Tensor, images: torch.Tensor) -> ScoreFunction:
+        return ScoreFunction(self.model, target, self.score, self.gradient_batch(images))
 
     def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return integrate(self.path, self._rule, images, self.score_function(target), progress=self.progress)
+        return integrate(self.path, self._rule, images, self.score_function(target, images), progress=self.progress)
+
 
 
 #: IG's sums: left / right Riemann (Captum), trapezoid, and PAIR's mean over all points.
@@ -71,7 +72,7 @@ class IG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, steps: int = 200, baseline: BaselineSpec = "black",
-                 rule: str = "left", score: str = "logit", seed: int = 0, internal_batch_size: int = 16,
+                 rule: str = "left", score: str = "logit", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         check_choice("rule", rule, IG_RULES)
         path = StraightLinePath(steps, baseline, anchor="end" if rule == "right" else "start")
@@ -96,7 +97,7 @@ class GuidedIG(PathAttribution):
 
     def __init__(self, model: nn.Module, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
                  baseline: BaselineSpec = "black", selection: str = "all", score: str = "logit", seed: int = 0,
-                 internal_batch_size: int = 16, progress: bool = False) -> None:
+                 internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         path = GuidedIGPath(steps, fraction, max_dist, baseline, selection)
         super().__init__(model, path, "riemann", score=score, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
@@ -113,7 +114,7 @@ class BlurIG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
-                 sqrt: bool = False, score: str = "logit", seed: int = 0, internal_batch_size: int = 16,
+                 sqrt: bool = False, score: str = "logit", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         path = BlurPath(max_sigma, steps, grad_step, sqrt)
         super().__init__(model, path, "riemann", score=score, seed=seed,
@@ -132,7 +133,7 @@ class IDGIIG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, steps: int = 200, baseline: BaselineSpec = "black",
-                 score: str = "probability", seed: int = 0, internal_batch_size: int = 16,
+                 score: str = "probability", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         path = StraightLinePath(steps, baseline)
         super().__init__(model, path, "idgi", score=score, seed=seed,
@@ -150,7 +151,7 @@ class IDGIGuidedIG(PathAttribution):
 
     def __init__(self, model: nn.Module, *, steps: int = 200, fraction: float = 0.25, max_dist: float = 0.02,
                  baseline: BaselineSpec = "black", selection: str = "all", score: str = "probability",
-                 seed: int = 0, internal_batch_size: int = 16, progress: bool = False) -> None:
+                 seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False) -> None:
         path = GuidedIGPath(steps, fraction, max_dist, baseline, selection)
         super().__init__(model, path, "idgi", score=score, seed=seed,
                          internal_batch_size=internal_batch_size, progress=progress)
@@ -167,7 +168,7 @@ class IDGIBlurIG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
-                 sqrt: bool = False, score: str = "probability", seed: int = 0, internal_batch_size: int = 16,
+                 sqrt: bool = False, score: str = "probability", seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         path = BlurPath(max_sigma, steps, grad_step, sqrt)
         super().__init__(model, path, "idgi", score=score, seed=seed,
