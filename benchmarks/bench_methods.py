@@ -1,7 +1,7 @@
 """Wall time per method per image on EfficientNet-Lite0 (224x224), as a ratio to Captum IG-200.
 
-The reference (Captum IntegratedGradients, 200 steps, black baseline, internal
-batch 16; see ``_common.py``) is timed on every image in the same process, so
+The reference (Captum IntegratedGradients, 200 steps, black baseline, the
+automatic gradient batch: 8 at 224 px on a CPU; see ``_common.py``) is timed on every image in the same process, so
 the ratio is comparable across machines and loads. Methods are built once
 (outside the timing); each attribution is timed once per image, after one
 untimed warm-up call of the method on the first image (``--no-warmup`` skips it).

@@ -82,7 +82,8 @@ def summarise(rows: Dict[str, Dict[str, list]], args, names: List[str]) -> Dict:
 
 def main(argv=None) -> Dict:
     args, model, images = default_setup(argv, out=dict(default="outputs/bench_paths.json"),
-                                        batch=dict(type=int, default=16),
+                                        batch=dict(type=int, default=None,
+                                                   help="internal_batch_size of every method (default: automatic)"),
                                         quick=dict(action="store_true",
                                                    help="few steps (checks the script, not the methods)"))
     rows: Dict[str, Dict[str, list]] = {}

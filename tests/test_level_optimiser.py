@@ -340,3 +340,28 @@ def _held_probability_levels(strategy, model, x, levels, draws: int = 64) -> tor
     with torch.no_grad():
         return torch.stack([torch.softmax(model(((strategy.perturb(x[i:i + 1] * 2 - 1, levels[i:i + 1], eps) + 1) / 2)
                                                 .clamp(0, 1)), 1)[:, 0].mean() for i in range(x.shape[0])])
+
+
+@pytest.mark.parametrize("bad", [-0.01, 0.5, float("nan"), True, "wide"])
+def test_verify_margin_is_validated(patch_model, bad):
+    with pytest.raises(UsageError, match="verify_margin"):
+        fisherattr.get_method("fda", patch_model, verify_margin=bad)
+
+
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_verify_margin_reaches_the_re_check(patch_model, patch_images, name, monkeypatch):
+    """The option is the margin the optimiser's re-check adds to keep_prob (choose_verified's bar)."""
+    import fisherattr.methods.level_explainer as le
+
+    seen = {}
+    real = le.optimise_levels
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(le, "optimise_levels", spy)
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    fisherattr.get_method(name, patch_model, steps=3, verify_margin=0.07, **kw).attribute(patch_images[:1])
+    assert seen["verify_margin"] == 0.07
+    assert fisherattr.get_method(name, patch_model, **kw).verify_margin == 0.02

@@ -124,8 +124,9 @@ class LevelMethod(AttributionMethod):
         keep: ``"feasible"``: the iterate with the least penalty among those that held the
             constraint (with a fixed beta: step cross-entropy below ln 2); ``"last"``: the last one.
         verify_draws: with ``keep_prob``: fresh perturbations that re-check the best few feasible
-            iterates before one is returned; the returned one must keep ``keep_prob + 0.02``
+            iterates before one is returned; the returned one must keep ``keep_prob + verify_margin``
             under them (a margin for the check's own noise); 0 = no re-check.
+        verify_margin: that margin, in probability (0.02; ``keep_prob + verify_margin`` is capped at 0.999).
         memory_format: the layout of the classifier's perturbed inputs: ``"auto"`` (channels-last
             on the CPU for images of 128 px a side or more, where it measured about 1.5x faster on
             EfficientNet-Lite0), ``"channels_last"`` or ``"contiguous"``. Values are the same.
@@ -143,7 +144,8 @@ class LevelMethod(AttributionMethod):
                  penalty: str = "level", smooth_sigma: float = 1.0, share_channels: bool = False,
                  adapter: str = "direct", adapter_width: int = 8, seed: int = 0, internal_batch_size: Optional[int] = None,
                  progress: bool = False, average: float = 0.0, keep: str = "feasible", verify_draws: int = 16,
-                 memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False) -> None:
+                 memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False,
+                 verify_margin: float = 0.02) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         preset = str(preset).strip().lower()
         if preset not in PRESETS:
@@ -184,6 +186,10 @@ class LevelMethod(AttributionMethod):
         if isinstance(verify_draws, bool) or int(verify_draws) < 0:
             raise UsageError(f"verify_draws must be an int >= 0, got {verify_draws!r}")
         self.verify_draws = int(verify_draws)
+        if isinstance(verify_margin, bool) or not isinstance(verify_margin, (int, float)) \
+                or not 0.0 <= float(verify_margin) < 0.5:
+            raise UsageError(f"verify_margin must be a number in [0, 0.5), got {verify_margin!r}")
+        self.verify_margin = float(verify_margin)
         check_memory_format(memory_format)
         self.memory_format = str(memory_format)
         check_constraint(constraint)
@@ -234,6 +240,8 @@ class LevelMethod(AttributionMethod):
                 smooth_sigma=self.smooth_sigma, share_channels=self.share_channels, noise_draws=self.noise_draws,
                 width=self.adapter_width, seed=self.seed, internal_batch_size=self.gradient_batch(images),
                 progress=self.progress, average=self.average, keep=self.keep, verify_draws=self.verify_draws,
+                verify_margin=self.verify_margin,
+
                 memory_format=self.memory_format, constraint=self.constraint, backtrack=self.backtrack)
         self.last_levels = levels
         with torch.no_grad():
