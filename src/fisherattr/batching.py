@@ -72,7 +72,6 @@ def gradient_batch_size(images: torch.Tensor, cap: int = GRADIENT_CAP, device: O
     return _power_of_two_within(int(images.shape[-2]) * int(images.shape[-1]), GRADIENT_PIXEL_BUDGET, cap)
 
 
-
 def check_batch_size(batch_size: Optional[int], name: str = "batch_size") -> None:
     """``None`` (automatic) or a positive int; else a UsageError naming ``name``."""
     from .errors import UsageError

@@ -223,7 +223,6 @@ class AttributionMethod(ABC):
             return self.internal_batch_size
         return gradient_batch_size(images, device=self.device)
 
-
     def generator(self, device: Optional[torch.device] = None, offset: int = 0) -> torch.Generator:
         g = torch.Generator(device=device or self.device)
         g.manual_seed(self.seed + offset)

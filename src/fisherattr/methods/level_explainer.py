@@ -142,7 +142,8 @@ class LevelMethod(AttributionMethod):
                  explainer: Optional[str] = None, beta: float = 1.0, steps: int = 100, lr: float = 0.3,
                  noise_draws: int = 4, keep_prob: Optional[float] = 0.6, dual_lr: float = 0.1,
                  penalty: str = "level", smooth_sigma: float = 1.0, share_channels: bool = False,
-                 adapter: str = "direct", adapter_width: int = 8, seed: int = 0, internal_batch_size: Optional[int] = None,
+                 adapter: str = "direct", adapter_width: int = 8, seed: int = 0,
+                 internal_batch_size: Optional[int] = None,
                  progress: bool = False, average: float = 0.0, keep: str = "feasible", verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False,
                  verify_margin: float = 0.02) -> None:
@@ -241,7 +242,6 @@ class LevelMethod(AttributionMethod):
                 width=self.adapter_width, seed=self.seed, internal_batch_size=self.gradient_batch(images),
                 progress=self.progress, average=self.average, keep=self.keep, verify_draws=self.verify_draws,
                 verify_margin=self.verify_margin,
-
                 memory_format=self.memory_format, constraint=self.constraint, backtrack=self.backtrack)
         self.last_levels = levels
         with torch.no_grad():

@@ -168,7 +168,8 @@ class IDGIBlurIG(PathAttribution):
     """
 
     def __init__(self, model: nn.Module, *, max_sigma: float = 50.0, steps: int = 100, grad_step: float = 0.01,
-                 sqrt: bool = False, score: str = "probability", seed: int = 0, internal_batch_size: Optional[int] = None,
+                 sqrt: bool = False, score: str = "probability", seed: int = 0,
+                 internal_batch_size: Optional[int] = None,
                  progress: bool = False) -> None:
         path = BlurPath(max_sigma, steps, grad_step, sqrt)
         super().__init__(model, path, "idgi", score=score, seed=seed,
