@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--option", "-o", action="append", default=[])
     ap.add_argument("--json", default=None, help="append one JSON line with the summary to this file")
+    ap.add_argument("--rows", default=None, help="append one JSON line per image to this file")
     args = ap.parse_args()
     if args.split == "test" and args.start < 1000:
         print("note: test indices < 1000 are the reported images: measure there, never tune there")
@@ -87,6 +88,15 @@ def main() -> None:
                          level_auc=roc_auc(-noise, mask.flatten().numpy()),
                          held=float(p >= kp - 0.05), p=p, zero=float(float(heat.max()) == 0), conv=conv, sec=sec,
                          correct=float(target == s.label)))
+        if args.rows:
+            hist = method.last_history
+            detail = dict(image=s.name, promised=kp, verified=bool((hist.get("verified") or [True])[0]),
+                          feasible=bool((hist.get("feasible") or [True])[0]),
+                          beta_final=float((hist.get("beta_final") or [float("nan")])[0]), **rows[-1],
+                          method=args.method, options=opts)
+            with open(args.rows, "a") as f:
+                f.write(json.dumps(detail) + "\n")
+
     summary = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     summary.update(method=args.method, model=args.model, start=args.start, n=args.n, split=args.split, options=opts)
     report(summary, args.json)
