@@ -225,3 +225,17 @@ def test_diffib_needs_less_information_than_ig_on_a_sample_photo(lite0) -> None:
     ig = fisherattr.get_method("integrated-gradients", lite0).attribute(x)
     m_dib, m_ig = mnim(lite0, x, dib).values, mnim(lite0, x, ig).values
     assert float(m_dib[0]) < float(m_ig[0]), (m_dib, m_ig)
+
+
+def test_default_information_estimate_is_8_nodes_x_2_draws_pixelwise_and_41_x_4_on_a_grid(tiny_model) -> None:
+    from fisherattr.methods.diffib import PIXELWISE_INFO_DRAWS, PIXELWISE_NODES
+
+    den = NoiseMapDenoiser(DenoiserConfig(width=4))
+    pixelwise = fisherattr.get_method("diffib", tiny_model, denoiser=den)
+    assert (pixelwise.nodes, pixelwise.info_draws) == (PIXELWISE_NODES, PIXELWISE_INFO_DRAWS) == (8, 2)
+    grid = fisherattr.get_method("diffib", tiny_model, denoiser="gaussian")
+    assert (grid.integration, grid.nodes, grid.info_draws) == ("grid", 41, 4)
+    old = fisherattr.get_method("diffib", tiny_model, denoiser=den, nodes=12, info_draws=4)
+    assert (old.nodes, old.info_draws) == (12, 4)
+    with pytest.raises(UsageError, match="info_draws"):
+        fisherattr.get_method("diffib", tiny_model, denoiser=den, info_draws=0)
