@@ -12,8 +12,9 @@ large batches pay, it is the cap.
 Gradient passes (forward + backward) care less about speed but hold every
 activation for the backward pass, so their batch sets the peak memory: Captum
 IG-200 on one 224 px photo peaked at 1.88 GB (whole process) with 16 images per
-call, 1.12 GB with 8 and 0.80 GB with 4, at the same speed within noise
-(2026-12-01; `benchmarks/bench_batch_size.py` measures the speed). So gradient
+call, 1.12 GB with 8 and 0.80 GB with 4 (2026-12-01), and a batch of 8 was also
+faster than 16 (forward + input gradient 66 against 100 ms per image,
+`benchmarks/bench_batch_size.py`). So gradient
 methods left at ``internal_batch_size=None`` send at most
 :data:`GRADIENT_PIXEL_BUDGET` pixels (eight 224x224 images) per call on a CPU,
 and 16 images elsewhere.
