@@ -45,7 +45,6 @@ def ig200(model: torch.nn.Module, x: torch.Tensor, target: int) -> Tuple[float, 
 
     run = lambda: IntegratedGradients(model).attribute(  # noqa: E731
         x, target=target, n_steps=200, internal_batch_size=reference_batch(x))
-
     key = (id(model), tuple(x.shape))
     if key not in _warm:
         run()
