@@ -40,7 +40,13 @@ GRADIENT_PIXEL_BUDGET = 8 * 224 * 224
 GRADIENT_CAP = 16
 
 
-def _power_of_two_within(pixels: int, budget: int, cap: int) -> int:
+def _batch_within(images: torch.Tensor, budget: int, cap: int, device: Optional[torch.device]) -> int:
+    """``cap`` off the CPU; on a CPU the largest power of two ``<= cap`` holding at most ``budget`` pixels (>= 1)."""
+    dev = torch.device(device) if device is not None else images.device
+    cap = max(1, int(cap))
+    if dev.type != "cpu":
+        return cap
+    pixels = int(images.shape[-2]) * int(images.shape[-1])
     n = 1
     while n * 2 <= cap and n * 2 * pixels <= budget:
         n *= 2
@@ -53,11 +59,7 @@ def forward_batch_size(images: torch.Tensor, cap: int = 64, device: Optional[tor
     On CUDA (or any non-CPU device): ``cap``. On a CPU: the largest power of two
     ``<= cap`` whose batch holds at most :data:`PIXEL_BUDGET` pixels, at least 1.
     """
-    dev = torch.device(device) if device is not None else images.device
-    cap = max(1, int(cap))
-    if dev.type != "cpu":
-        return cap
-    return _power_of_two_within(int(images.shape[-2]) * int(images.shape[-1]), PIXEL_BUDGET, cap)
+    return _batch_within(images, PIXEL_BUDGET, cap, device)
 
 
 def gradient_batch_size(images: torch.Tensor, cap: int = GRADIENT_CAP, device: Optional[torch.device] = None) -> int:
@@ -66,11 +68,7 @@ def gradient_batch_size(images: torch.Tensor, cap: int = GRADIENT_CAP, device: O
     On CUDA (or any non-CPU device): ``cap``. On a CPU: the largest power of two
     ``<= cap`` whose batch holds at most :data:`GRADIENT_PIXEL_BUDGET` pixels, at least 1.
     """
-    dev = torch.device(device) if device is not None else images.device
-    cap = max(1, int(cap))
-    if dev.type != "cpu":
-        return cap
-    return _power_of_two_within(int(images.shape[-2]) * int(images.shape[-1]), GRADIENT_PIXEL_BUDGET, cap)
+    return _batch_within(images, GRADIENT_PIXEL_BUDGET, cap, device)
 
 
 def check_batch_size(batch_size: Optional[int], name: str = "batch_size") -> None:

@@ -177,8 +177,6 @@ class DiffIB(LevelMethod):
         beta: weight of ``mean(alpha)`` (default 0.05; see docs/diffib.md).
         mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average, keep,
             verify_draws, verify_margin, memory_format, constraint, backtrack: see
-
-
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:

@@ -179,8 +179,6 @@ class FDA(LevelMethod):
         score_resize: grid mode: serve images whose size differs from the score model's by resizing.
         mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average, keep,
             verify_draws, verify_margin, memory_format, constraint, backtrack: see
-
-
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
