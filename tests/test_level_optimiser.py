@@ -342,10 +342,11 @@ def _held_probability_levels(strategy, model, x, levels, draws: int = 64) -> tor
                                                 .clamp(0, 1)), 1)[:, 0].mean() for i in range(x.shape[0])])
 
 
+@pytest.mark.parametrize("option", ["verify_margin", "aim_margin"])
 @pytest.mark.parametrize("bad", [-0.01, 0.5, float("nan"), True, "wide"])
-def test_verify_margin_is_validated(patch_model, bad):
-    with pytest.raises(UsageError, match="verify_margin"):
-        fisherattr.get_method("fda", patch_model, verify_margin=bad)
+def test_margins_are_validated(patch_model, option, bad):
+    with pytest.raises(UsageError, match=option):
+        fisherattr.get_method("fda", patch_model, **{option: bad})
 
 
 @pytest.mark.parametrize("name", ["fda", "diffib"])
@@ -365,3 +366,41 @@ def test_verify_margin_reaches_the_re_check(patch_model, patch_images, name, mon
     fisherattr.get_method(name, patch_model, steps=3, verify_margin=0.07, **kw).attribute(patch_images[:1])
     assert seen["verify_margin"] == 0.07
     assert fisherattr.get_method(name, patch_model, **kw).verify_margin == 0.02
+
+
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_aim_margin_raises_the_optimisers_target_but_not_the_promise(patch_model, patch_images, name, monkeypatch):
+    """The dual ascent aims at keep_prob + aim_margin; the re-check's bar stays keep_prob + verify_margin
+    (x the clean probability), and the returned levels keep more of the prediction."""
+    import fisherattr.methods.level_optimiser as lo
+
+    aims, bars = [], []
+
+    class SpyDual(lo.DualAscent):
+        def __init__(self, beta, keep_prob, *args, **kwargs):
+            aims.append(keep_prob)
+            super().__init__(beta, keep_prob, *args, **kwargs)
+
+    real_choose = lo.choose_verified
+
+    def spy_choose(model, strategy, x_diff, target, candidates, threshold, *args, **kwargs):
+        bars.append(torch.as_tensor(threshold).clone())
+        return real_choose(model, strategy, x_diff, target, candidates, threshold, *args, **kwargs)
+
+    monkeypatch.setattr(lo, "DualAscent", SpyDual)
+    monkeypatch.setattr(lo, "choose_verified", spy_choose)
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    held = []
+    for aim in (0.0, 0.2):
+        method = fisherattr.get_method(name, patch_model, steps=60, aim_margin=aim, **kw)
+        method.attribute(patch_images)
+        held.append(_held_probability(method, patch_model, patch_images))
+    assert aims == pytest.approx([0.6, 0.8])
+    with torch.no_grad():
+        clean = torch.softmax(patch_model(patch_images), 1)[:, 0]
+    expected_bar = -torch.log(0.62 * clean)  # the promise (0.6) plus the re-check's margin (0.02)
+    for bar in bars:
+        assert torch.allclose(bar.float(), expected_bar, atol=1e-5), (bar, expected_bar)
+    assert (held[1] > held[0]).all(), held
+    assert (held[1] >= 0.6 * clean).all(), (held[1], clean)
+    assert fisherattr.get_method(name, patch_model, **kw).aim_margin == 0.05  # the default (docs/fda.md)

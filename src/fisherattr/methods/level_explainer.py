@@ -35,7 +35,7 @@ from .base import AttributionMethod
 from .level_adapters import ADAPTERS, AdapterUNet, DirectLevels, load_adapter, make_adapter, save_adapter, smooth_raw
 from ..layout import check_memory_format
 from .level_optimiser import (FEASIBLE_CE, DualAscent, check_constraint, check_keep, check_keep_prob,
-                              optimise_levels)
+                              check_margin, optimise_levels)
 from .level_strategy import PENALTIES, LevelStrategy, State, collate_states, select_state
 from .level_training import explain_with_adapter, train_adapter
 
@@ -127,6 +127,8 @@ class LevelMethod(AttributionMethod):
             iterates before one is returned; the returned one must keep ``keep_prob + verify_margin``
             under them (a margin for the check's own noise); 0 = no re-check.
         verify_margin: that margin, in probability (0.02; ``keep_prob + verify_margin`` is capped at 0.999).
+        aim_margin: the optimisation aims at ``keep_prob + aim_margin`` (capped at 0.99); the
+            promise stays ``keep_prob`` (see :func:`~.level_optimiser.optimise_levels`).
         memory_format: the layout of the classifier's perturbed inputs: ``"auto"`` (channels-last
             on the CPU for images of 128 px a side or more, where it measured about 1.5x faster on
             EfficientNet-Lite0), ``"channels_last"`` or ``"contiguous"``. Values are the same.
@@ -146,7 +148,7 @@ class LevelMethod(AttributionMethod):
                  internal_batch_size: Optional[int] = None,
                  progress: bool = False, average: float = 0.0, keep: str = "feasible", verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False,
-                 verify_margin: float = 0.02) -> None:
+                 verify_margin: float = 0.02, aim_margin: float = 0.05) -> None:
         super().__init__(model, seed=seed, internal_batch_size=internal_batch_size, progress=progress)
         preset = str(preset).strip().lower()
         if preset not in PRESETS:
@@ -187,10 +189,8 @@ class LevelMethod(AttributionMethod):
         if isinstance(verify_draws, bool) or int(verify_draws) < 0:
             raise UsageError(f"verify_draws must be an int >= 0, got {verify_draws!r}")
         self.verify_draws = int(verify_draws)
-        if isinstance(verify_margin, bool) or not isinstance(verify_margin, (int, float)) \
-                or not 0.0 <= float(verify_margin) < 0.5:
-            raise UsageError(f"verify_margin must be a number in [0, 0.5), got {verify_margin!r}")
-        self.verify_margin = float(verify_margin)
+        self.verify_margin = check_margin("verify_margin", verify_margin)
+        self.aim_margin = check_margin("aim_margin", aim_margin)
         check_memory_format(memory_format)
         self.memory_format = str(memory_format)
         check_constraint(constraint)
@@ -241,7 +241,7 @@ class LevelMethod(AttributionMethod):
                 smooth_sigma=self.smooth_sigma, share_channels=self.share_channels, noise_draws=self.noise_draws,
                 width=self.adapter_width, seed=self.seed, internal_batch_size=self.gradient_batch(images),
                 progress=self.progress, average=self.average, keep=self.keep, verify_draws=self.verify_draws,
-                verify_margin=self.verify_margin,
+                verify_margin=self.verify_margin, aim_margin=self.aim_margin,
                 memory_format=self.memory_format, constraint=self.constraint, backtrack=self.backtrack)
         self.last_levels = levels
         with torch.no_grad():

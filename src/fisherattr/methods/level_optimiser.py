@@ -135,6 +135,13 @@ def constraint_offset(model: nn.Module, images: torch.Tensor, target: torch.Tens
                           for i in range(0, images.shape[0], chunk)])
 
 
+def check_margin(name: str, value: object) -> float:
+    """``float(value)`` for a probability margin in [0, 0.5) (``verify_margin``, ``aim_margin``), else UsageError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 0.5:
+        raise UsageError(f"{name} must be a number in [0, 0.5), got {value!r}")
+    return float(value)
+
+
 def check_keep_prob(keep_prob: Optional[float]) -> None:
     """``None`` (fixed beta) or a probability strictly between 0 and 1."""
     if keep_prob is None:
@@ -224,7 +231,7 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                     noise_draws: int = 4, width: int = 8, seed: int = 0, internal_batch_size: int = 16,
                     progress: bool = False, state: State = None, average: float = 0.0,
                     keep: str = "feasible", candidates: int = 4, verify_draws: int = 16,
-                    verify_margin: float = 0.02, memory_format: str = "auto",
+                    verify_margin: float = 0.02, aim_margin: float = 0.05, memory_format: str = "auto",
                     constraint: str = "relative",
                     backtrack: bool = False) -> Tuple[torch.Tensor, State, Dict[str, List[float]]]:
     """Per-image optimisation; returns (levels ``[B,C,H,W]``, state, history).
@@ -248,6 +255,10 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
             feasible iterates of least penalty are re-checked with ``verify_draws`` fresh
             perturbations and the least-penalty one that still holds ``keep_prob + verify_margin``
             is returned (:func:`choose_verified`); ``verify_draws=0`` skips the check.
+        aim_margin: with ``keep_prob``, the dual ascent and the feasible iterates aim at
+            ``keep_prob + aim_margin`` (capped at 0.99) while the promise, and the re-check's bar,
+            stay at ``keep_prob`` (+ ``verify_margin``): the iterates then sit above the promise
+            instead of on it, so fewer of them hold it only by the luck of their few draws.
         backtrack: an image whose re-checked candidates all miss the promise by more than
             :data:`BACKTRACK_GIVE` gets its best candidate moved towards less noise until it holds
             (:func:`choose_verified`).
@@ -272,8 +283,9 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
         state = strategy.prepare(images, generators)
     net = make_adapter(adapter, images, strategy.init_value, width, seed, share_channels=share_channels)
     opt = torch.optim.Adam(param_groups(net, lr), lr=lr)
+    aim = None if keep_prob is None else min(float(keep_prob) + check_margin("aim_margin", aim_margin), 0.99)
     dual = None if keep_prob is None else DualAscent(
-        torch.full((b,), float(beta), device=images.device), keep_prob, dual_lr,
+        torch.full((b,), float(beta), device=images.device), max(aim, float(keep_prob)), dual_lr,
         offset=constraint_offset(model, images, target, constraint, internal_batch_size))
     history: Dict[str, List[float]] = {"ce": [], "penalty": [], "beta": []}
     first_averaged = int(steps) - int(round(float(average) * int(steps)))
@@ -316,10 +328,13 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                                     generators, internal_batch_size, penalty, cl)
             feasible.offer(levels, ce < FEASIBLE_CE if dual is None else ce < dual.threshold, pen)
             if verify:
-                strict = dual.threshold - math.log(min(float(keep_prob) + float(verify_margin), 0.999)) \
-                    + math.log(float(keep_prob))  # the threshold with keep_prob raised by the margin
+                # the promise's threshold (-ln keep_prob + offset), then the re-check's (keep_prob raised
+                # by the margin); the dual's threshold is the aimed one
+                promise = dual.threshold + math.log(max(aim, float(keep_prob))) - math.log(float(keep_prob))
+                strict = promise - math.log(min(float(keep_prob) + float(verify_margin), 0.999)) \
+                    + math.log(float(keep_prob))
                 # backtrack only where the promise is broken by more than BACKTRACK_GIVE in probability
-                promised = torch.as_tensor(dual.threshold).neg().exp()
+                promised = torch.as_tensor(promise).neg().exp()
                 loose = -(promised - BACKTRACK_GIVE).clamp_min(1e-6).log() if backtrack else None
                 chosen, passed = choose_verified(model, strategy, x_diff, target, feasible, strict,
                                                  int(verify_draws), generators, internal_batch_size, cl,
@@ -431,6 +446,6 @@ def choose_verified(model: nn.Module, strategy: LevelStrategy, x_diff: torch.Ten
 
 
 __all__ = ["BACKTRACK", "BACKTRACK_GIVE", "CONSTRAINTS", "DualAscent", "FEASIBLE_CE", "FeasibleIterates", "KEEPS",
-           "check_constraint", "check_keep", "check_keep_prob", "choose_verified", "constraint_offset",
+           "check_constraint", "check_keep", "check_keep_prob", "check_margin", "choose_verified", "constraint_offset",
            "loss_backward", "optimise_levels", "perturbed_cross_entropy", "to_pixels"]
 

@@ -43,7 +43,8 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     """Train one shared adapter over ``images`` (``[N,C,H,W]`` in [0,1]) with the per-image loss.
 
     Targets are the model's top-1 classes on the clean images. The strategy's
-    per-image state is computed once per image (``cache_state``). ``keep_prob``:
+    per-image state is computed once per image (``cache_state``), and only for the information
+    penalty (the level penalty does not use it). ``keep_prob``:
     per-training-image multipliers by dual ascent (initial value ``beta * START_SCALE``);
     None = one fixed ``beta``. ``smooth_sigma`` is stored in the adapter's config and
     applied at explanation time too. Returns the adapter (``copies=1``) and the
@@ -62,8 +63,12 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     with torch.no_grad():
         targets = torch.cat([model(images[i:i + internal_batch_size]).argmax(1)
                              for i in range(0, n, internal_batch_size)])
+    # the per-image state (e.g. FDA's information curve) only enters the information penalty; the
+    # level penalty never reads it, so it is not computed (on the synthetic world it cost about 1 s
+    # per training image, far more than a training step)
+    need_state = penalty == "information"
     states = None
-    if cache_state:
+    if cache_state and need_state:
         states = collate_states([strategy.prepare(images[i:i + 1], [gen]) for i in range(n)])
     c = images.shape[1]
     net = AdapterUNet(c, 1 if share_channels else c, width, 1, strategy.init_value, seed).to(device)
@@ -80,7 +85,7 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
             idx = torch.randperm(n, generator=gen, device=device)[:batch]
             x = images[idx]
             gens = [gen] * x.shape[0]
-            st = select_state(states, idx) if cache_state else strategy.prepare(x, gens)
+            st = None if not need_state else select_state(states, idx) if cache_state else strategy.prepare(x, gens)
             opt.zero_grad(set_to_none=True)
             raw = smooth_raw(net(x), smooth_sigma).expand_as(x)
             weight = float(beta) if dual is None else dual.beta[idx]
