@@ -56,6 +56,22 @@ PLUGIN = textwrap.dedent('''
             return (torch.autograd.grad(out, x)[0] * images).detach()
 ''')
 METHOD = "test-ray-grad"
+def same_numbers(a, b, rel: float = 1e-3) -> bool:
+    """Equal structure and values; floats to ``rel`` of the larger, or absolutely below 1.
+
+    A map computed in another process's thread layout differs in its last float32 bits, and
+    a score over ranked pixels (deletion, EHR) moves more where the map has near-ties, as
+    Grad-CAM's upsampled plateaus do: on a 2-core machine on 2026-12-01 Grad-CAM's deletion
+    differed by 1.1e-4 between the Ray worker and the local run (the previous commit too)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_numbers(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_numbers(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= rel * max(abs(a), abs(b), 1.0)
+    return a == b
+
+
 NUMBERS = ("per_image", "summary", "aggregates", "images", "failures")  # results.json less times and settings
 
 
@@ -132,7 +148,7 @@ def test_ray_results_equal_local_results(ray_instance, local_run, tmp_path):
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["settings"]["methods"] == ["gradcam", METHOD] and len(res["per_image"][METHOD]) == 5
     for k in NUMBERS:
-        assert res[k] == local_run[k], k
+        assert same_numbers(res[k], local_run[k]), k
     # 4 images + 4 mosaic cells attributed once each by the test method; 2 methods x (4 + 1) items, 3 + 1 metrics
     assert calls(tmp_path / "calls.log") == 8
     assert len(keys_once(tmp_path / "out")) == 2 * (4 * 3 + 4 + 1)
@@ -154,7 +170,7 @@ def test_a_killed_worker_is_restarted_and_its_item_rerun(ray_instance, local_run
     assert keys_once(tmp_path / "out") == keys and calls(tmp_path / "calls.log") == 8
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     for k in NUMBERS:
-        assert res[k] == local_run[k], k
+        assert same_numbers(res[k], local_run[k]), k
 
 
 @needs_ray
@@ -182,7 +198,7 @@ def test_resume_computes_only_the_items_not_stored(ray_instance, local_run, tmp_
     assert len(keys) == len(set(keys)) == 2 * (4 * 3 + 4 + 1)
     res = json.loads((out / "results.json").read_text())
     for k in NUMBERS:
-        assert res[k] == local_run[k], k
+        assert same_numbers(res[k], local_run[k]), k
     assert pending_items(Evaluation(config(out, log, marker, executor="ray")))[0] == []  # nothing left
 
 
