@@ -283,9 +283,11 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
         state = strategy.prepare(images, generators)
     net = make_adapter(adapter, images, strategy.init_value, width, seed, share_channels=share_channels)
     opt = torch.optim.Adam(param_groups(net, lr), lr=lr)
-    aim = None if keep_prob is None else min(float(keep_prob) + check_margin("aim_margin", aim_margin), 0.99)
+    aim_margin = check_margin("aim_margin", aim_margin)
+    # the probability the optimiser aims at (never below the promise, even for keep_prob > 0.99)
+    aim = None if keep_prob is None else max(min(float(keep_prob) + aim_margin, 0.99), float(keep_prob))
     dual = None if keep_prob is None else DualAscent(
-        torch.full((b,), float(beta), device=images.device), max(aim, float(keep_prob)), dual_lr,
+        torch.full((b,), float(beta), device=images.device), aim, dual_lr,
         offset=constraint_offset(model, images, target, constraint, internal_batch_size))
     history: Dict[str, List[float]] = {"ce": [], "penalty": [], "beta": []}
     first_averaged = int(steps) - int(round(float(average) * int(steps)))
@@ -328,11 +330,10 @@ def optimise_levels(model: nn.Module, strategy: LevelStrategy, images: torch.Ten
                                     generators, internal_batch_size, penalty, cl)
             feasible.offer(levels, ce < FEASIBLE_CE if dual is None else ce < dual.threshold, pen)
             if verify:
-                # the promise's threshold (-ln keep_prob + offset), then the re-check's (keep_prob raised
-                # by the margin); the dual's threshold is the aimed one
-                promise = dual.threshold + math.log(max(aim, float(keep_prob))) - math.log(float(keep_prob))
-                strict = promise - math.log(min(float(keep_prob) + float(verify_margin), 0.999)) \
-                    + math.log(float(keep_prob))
+                # the dual's threshold is -ln(aim) + offset; the promise's is -ln(keep_prob) + offset and
+                # the re-check's -ln(keep_prob + verify_margin) + offset
+                promise = dual.threshold + math.log(aim / float(keep_prob))
+                strict = dual.threshold + math.log(aim / min(float(keep_prob) + float(verify_margin), 0.999))
                 # backtrack only where the promise is broken by more than BACKTRACK_GIVE in probability
                 promised = torch.as_tensor(promise).neg().exp()
                 loose = -(promised - BACKTRACK_GIVE).clamp_min(1e-6).log() if backtrack else None

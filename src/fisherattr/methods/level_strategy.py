@@ -63,6 +63,11 @@ class LevelStrategy(ABC):
             return self.information(levels, state, x_diff, generators).flatten(1).mean(1)
         raise UsageError(f"penalty must be one of {', '.join(PENALTIES)}, got {kind!r}")
 
+    @staticmethod
+    def penalty_uses_state(kind: str) -> bool:
+        """Whether :meth:`penalty` of this ``kind`` reads the per-image state (only the information does)."""
+        return kind == "information"
+
     def attribution(self, levels: torch.Tensor, state: State, x_diff: torch.Tensor,
                     generators: Sequence[torch.Generator]) -> torch.Tensor:
         """The output map of the final levels (default: the information retained)."""

@@ -63,10 +63,9 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
     with torch.no_grad():
         targets = torch.cat([model(images[i:i + internal_batch_size]).argmax(1)
                              for i in range(0, n, internal_batch_size)])
-    # the per-image state (e.g. FDA's information curve) only enters the information penalty; the
-    # level penalty never reads it, so it is not computed (on the synthetic world it cost about 1 s
-    # per training image, far more than a training step)
-    need_state = penalty == "information"
+    # the per-image state (e.g. FDA's information curve) is computed only where the penalty reads it
+    # (on the synthetic world it cost about 1 s per training image, far more than a training step)
+    need_state = strategy.penalty_uses_state(penalty)
     states = None
     if cache_state and need_state:
         states = collate_states([strategy.prepare(images[i:i + 1], [gen]) for i in range(n)])
@@ -85,7 +84,9 @@ def train_adapter(model: nn.Module, strategy: LevelStrategy, images: torch.Tenso
             idx = torch.randperm(n, generator=gen, device=device)[:batch]
             x = images[idx]
             gens = [gen] * x.shape[0]
-            st = None if not need_state else select_state(states, idx) if cache_state else strategy.prepare(x, gens)
+            st = None
+            if need_state:
+                st = select_state(states, idx) if cache_state else strategy.prepare(x, gens)
             opt.zero_grad(set_to_none=True)
             raw = smooth_raw(net(x), smooth_sigma).expand_as(x)
             weight = float(beta) if dual is None else dual.beta[idx]
