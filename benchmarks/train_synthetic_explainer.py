@@ -29,16 +29,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--keep-prob", type=float, default=None, help="training constraint (default: the method's)")
+    ap.add_argument("--dual-lr", type=float, default=None,
+                    help="step of log beta per visit of a training image (default: the method's dual_lr)")
     args = ap.parse_args()
     model = fisherattr.load_classifier(args.model)
-    method = fisherattr.get_method(args.method, model)
+    method = fisherattr.get_method(args.method, model,
+                                   **({} if args.dual_lr is None else {"dual_lr": args.dual_lr}))
     images = torch.cat([s.image for s in synthetic.load_samples(args.n, size=64, split="train")])
     t0 = time.perf_counter()
     folder, hist = method.train_explainer(images, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                           keep_prob=args.keep_prob)
     k = max(1, args.steps // 10)
     print(json.dumps(dict(method=args.method, out=str(folder), n=args.n, steps=args.steps, batch=args.batch,
-                          lr=args.lr, sec=time.perf_counter() - t0,
+                          lr=args.lr, dual_lr=method.dual_lr, keep_prob=args.keep_prob,
+                          sec=time.perf_counter() - t0,
+                          beta_final_median=sorted(hist["beta_final"])[len(hist["beta_final"]) // 2],
                           ce_last_tenth=sum(hist["ce"][-k:]) / k, penalty_last_tenth=sum(hist["penalty"][-k:]) / k,
                           penalty_first_tenth=sum(hist["penalty"][:k]) / k)))
 

@@ -404,3 +404,42 @@ def test_aim_margin_raises_the_optimisers_target_but_not_the_promise(patch_model
     assert (held[1] > held[0]).all(), held
     assert (held[1] >= 0.6 * clean).all(), (held[1], clean)
     assert fisherattr.get_method(name, patch_model, **kw).aim_margin == 0.05  # the default (docs/fda.md)
+
+
+# ----------------------------------------------------------------------------- nested constraints
+@pytest.mark.parametrize("name", ["fda", "diffib"])
+def test_nested_map_is_the_sum_of_the_lone_solves_and_keeps_the_contract(patch_model, patch_images, name):
+    kw = dict(denoiser="gaussian") if name == "diffib" else {}
+    x = patch_images.clone()
+    nested = fisherattr.get_method(name, patch_model, steps=40, nested=[0.9, 0.5], **kw)
+    assert nested.nested == (0.5, 0.9)
+    a = nested.attribute(x)
+    assert torch.equal(x, patch_images)
+    lone = [fisherattr.get_method(name, patch_model, steps=40, keep_prob=k, **kw) for k in (0.5, 0.9)]
+    maps = [m.attribute(x) for m in lone]
+    torch.testing.assert_close(a, maps[0] + maps[1], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(nested.last_levels, lone[1].last_levels)  # the tightest value's levels
+    assert not torch.equal(maps[0], maps[1])  # the two constraints give different maps
+    single = torch.cat([fisherattr.get_method(name, patch_model, steps=40, nested=(0.5, 0.9), **kw)
+                        .attribute(x[i:i + 1]) for i in range(2)])
+    torch.testing.assert_close(a, single, rtol=1e-4, atol=1e-5)
+    heat = a.sum(1)
+    for i in range(2):  # still the toy's answer: the patch carries the map
+        assert float(heat[i][patch_mask()].mean()) > 3 * float(heat[i][~patch_mask()].mean())
+
+
+@pytest.mark.parametrize("bad", [0.5, "0.3,0.6", [0.3, 1.0], [0.0], [None], [True], [float("nan")]])
+def test_nested_values_are_validated(patch_model, bad):
+    with pytest.raises(UsageError, match="nested|keep_prob"):
+        fisherattr.get_method("fda", patch_model, nested=bad)
+
+
+def test_nested_needs_per_image_mode(patch_model, tmp_path):
+    with pytest.raises(UsageError, match="per-image"):
+        fisherattr.get_method("fda", patch_model, mode="amortised", explainer=str(tmp_path), nested=(0.3, 0.9))
+
+
+def test_nested_reaches_the_method_from_the_command_line():
+    from fisherattr.commands.explain import parse_options
+
+    assert parse_options(["diffib.nested=0.3,0.6,0.9"], ["diffib"]) == {"diffib": {"nested": (0.3, 0.6, 0.9)}}

@@ -176,7 +176,7 @@ class DiffIB(LevelMethod):
             2, pixelwise; 4 grid).
         beta: weight of ``mean(alpha)`` (default 0.05; see docs/diffib.md).
         mode, explainer, steps, lr, noise_draws, adapter, adapter_width, average, keep,
-            verify_draws, verify_margin, aim_margin, memory_format, constraint, backtrack: see
+            verify_draws, verify_margin, aim_margin, memory_format, constraint, backtrack, nested: see
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -205,7 +205,7 @@ class DiffIB(LevelMethod):
                  internal_batch_size: Optional[int] = None, progress: bool = False, average: float = 0.0,
                  keep: str = preset_default("feasible"), verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False,
-                 verify_margin: float = 0.02, aim_margin: float = 0.05) -> None:
+                 verify_margin: float = 0.02, aim_margin: float = 0.05, nested: Sequence[float] = ()) -> None:
         if integration is not None and integration not in INTEGRATIONS:
             raise UsageError(f"integration must be 'pixelwise' or 'grid', got {integration!r}")
         if quadrature not in ("log-snr-gauss-legendre", "log-snr"):
@@ -225,7 +225,7 @@ class DiffIB(LevelMethod):
                          adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
                          progress=progress, average=average, keep=keep, verify_draws=verify_draws,
                          memory_format=memory_format, constraint=constraint, backtrack=backtrack,
-                         verify_margin=verify_margin, aim_margin=aim_margin)
+                         verify_margin=verify_margin, aim_margin=aim_margin, nested=nested)
         if denoiser is None:  # the classifier's own world may name one (Classifier.companions)
             denoiser = companion(model, "denoiser")
         self._denoiser = resolve_denoiser(denoiser).eval()

@@ -178,7 +178,7 @@ class FDA(LevelMethod):
         t_min: smallest truncation time (``t`` is in ``[t_min, 1]``).
         score_resize: grid mode: serve images whose size differs from the score model's by resizing.
         mode, explainer, beta, steps, lr, noise_draws, adapter, adapter_width, average, keep,
-            verify_draws, verify_margin, aim_margin, memory_format, constraint, backtrack: see
+            verify_draws, verify_margin, aim_margin, memory_format, constraint, backtrack, nested: see
             :class:`~fisherattr.methods.level_explainer.LevelMethod`.
 
     Example:
@@ -206,7 +206,7 @@ class FDA(LevelMethod):
                  seed: int = 0, internal_batch_size: Optional[int] = None, progress: bool = False, average: float = 0.0,
                  keep: str = preset_default("feasible"), verify_draws: int = 16,
                  memory_format: str = "auto", constraint: str = "relative", backtrack: bool = False,
-                 verify_margin: float = 0.02, aim_margin: float = 0.05) -> None:
+                 verify_margin: float = 0.02, aim_margin: float = 0.05, nested: Sequence[float] = ()) -> None:
         if integration not in ("grid", "pixelwise"):
             raise UsageError(f"integration must be 'grid' or 'pixelwise', got {integration!r}")
         if form not in FORMS:
@@ -235,7 +235,7 @@ class FDA(LevelMethod):
                          adapter_width=adapter_width, seed=seed, internal_batch_size=internal_batch_size,
                          progress=progress, average=average, keep=keep, verify_draws=verify_draws,
                          memory_format=memory_format, constraint=constraint, backtrack=backtrack,
-                         verify_margin=verify_margin, aim_margin=aim_margin)
+                         verify_margin=verify_margin, aim_margin=aim_margin, nested=nested)
         self.score_model_spec = score_model if isinstance(score_model, (str, type(None))) else type(score_model).__name__
         for p in self._score_model.parameters():
             p.requires_grad_(False)

@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -149,6 +149,29 @@ def check_keep_prob(keep_prob: Optional[float]) -> None:
     if not (isinstance(keep_prob, (int, float)) and math.isfinite(float(keep_prob)) and 0 < float(keep_prob) < 1):
         raise UsageError(f"keep_prob must be a probability in (0, 1) or None (fixed beta), got {keep_prob!r}")
 
+
+
+def check_nested(nested: Any, mode: str = "per-image") -> Tuple[float, ...]:
+    """The ``nested`` option as a sorted tuple of distinct ``keep_prob`` values (``()`` = off).
+
+    Example:
+        >>> check_nested([0.9, 0.3, 0.6])
+        (0.3, 0.6, 0.9)
+    """
+    if nested is None:
+        return ()
+    if isinstance(nested, (str, bytes)) or not isinstance(nested, (tuple, list)):
+        raise UsageError(f"nested must be a sequence of keep_prob values such as (0.3, 0.6, 0.9), or () for off; "
+                         f"got {nested!r}")
+    values = []
+    for k in nested:
+        if k is None or isinstance(k, bool):
+            raise UsageError(f"nested: every value must be a probability in (0, 1), got {k!r}")
+        check_keep_prob(k)
+        values.append(float(k))
+    if values and mode == "amortised":
+        raise UsageError("nested needs mode='per-image' (an amortised adapter was trained for one keep_prob)")
+    return tuple(sorted(set(values)))
 
 # ============================================================================ the loss
 def loss_backward(model: nn.Module, strategy: LevelStrategy, raw: torch.Tensor, x_diff: torch.Tensor,
