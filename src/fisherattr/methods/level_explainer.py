@@ -138,7 +138,8 @@ class LevelMethod(AttributionMethod):
             is also kept under the tight ones, so the sum ranks the pixels the single
             solution leaves tied at full noise. It costs one solve per value; on 8 dev photos
             (docs/results/dev-issue16/round6) it raised DiffIB's mean DifAUC from 0.274 to 0.356
-            and FDA's from 0.272 to 0.299. Per-image mode only.
+            and FDA's from 0.272 to 0.299; on the six sample photos less (DiffIB 0.255 -> 0.276,
+            FDA 0.205 -> 0.240; InputIBA 0.346). Per-image mode only.
 
     After :meth:`attribute`, ``last_levels`` holds the levels and ``last_history`` the
     optimisation's history (see :func:`~.level_optimiser.optimise_levels`); with ``nested``,
