@@ -238,19 +238,17 @@ class LevelMethod(AttributionMethod):
 
     # ---------------------------------------------------------------- running
     def _attribute(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        strategy = self.make_strategy(images)
-        gens = self.generators(images.shape[0])
         x_diff = images * 2 - 1
         if self.mode == "amortised":
+            strategy, gens = self.make_strategy(images), self.generators(images.shape[0])
             state = strategy.prepare(images, gens)
             levels = explain_with_adapter(self._adapter.to(images.device), strategy, images)
             self.last_levels = levels
             with torch.no_grad():
                 return strategy.attribution(levels, state, x_diff, gens)
         total: Optional[torch.Tensor] = None
-        for i, keep_prob in enumerate(self.nested or (self.keep_prob,)):
-            if i:  # each nested solve draws as a lone solve at its keep_prob would
-                strategy, gens = self.make_strategy(images), self.generators(images.shape[0])
+        for keep_prob in self.nested or (self.keep_prob,):  # each solve draws as a lone one would
+            strategy, gens = self.make_strategy(images), self.generators(images.shape[0])
             levels, state, self.last_history = optimise_levels(
                 self.model, strategy, images, target, generators=gens, adapter=self.adapter, steps=self.steps,
                 lr=self.lr, beta=self.beta, keep_prob=keep_prob, dual_lr=self.dual_lr, penalty=self.penalty,

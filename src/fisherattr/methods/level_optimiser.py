@@ -150,7 +150,6 @@ def check_keep_prob(keep_prob: Optional[float]) -> None:
         raise UsageError(f"keep_prob must be a probability in (0, 1) or None (fixed beta), got {keep_prob!r}")
 
 
-
 def check_nested(nested: Any, mode: str = "per-image") -> Tuple[float, ...]:
     """The ``nested`` option as a sorted tuple of distinct ``keep_prob`` values (``()`` = off).
 
@@ -165,13 +164,14 @@ def check_nested(nested: Any, mode: str = "per-image") -> Tuple[float, ...]:
                          f"got {nested!r}")
     values = []
     for k in nested:
-        if k is None or isinstance(k, bool):
+        if k is None:  # check_keep_prob allows None (fixed beta); a nested value must be a probability
             raise UsageError(f"nested: every value must be a probability in (0, 1), got {k!r}")
         check_keep_prob(k)
         values.append(float(k))
     if values and mode == "amortised":
         raise UsageError("nested needs mode='per-image' (an amortised adapter was trained for one keep_prob)")
     return tuple(sorted(set(values)))
+
 
 # ============================================================================ the loss
 def loss_backward(model: nn.Module, strategy: LevelStrategy, raw: torch.Tensor, x_diff: torch.Tensor,
